@@ -1,0 +1,820 @@
+#!/usr/bin/env python3
+"""An independent reader (and minimal writer) of the dumpvault repository format, version 1.
+
+Written from `format-spec/` alone, not from the Rust sources, so that it checks the spec is
+complete: if this program and dumpvault disagree about a byte, one of them (or the spec) is wrong.
+It is deliberately plain: one function per structure, each applying the validation rules of the
+section it cites, and no performance work at all.
+
+    python3 dvformat.py kat                  print every known-answer vector (10-known-answer-vectors.md)
+    python3 dvformat.py hashcheck REPO       check every object's name is the BLAKE3 of its bytes (no key)
+    python3 dvformat.py snapshots REPO       list snapshots        (password from $DUMPVAULT_PASSWORD)
+    python3 dvformat.py cat REPO SNAP [STREAM] > out   restore a stream byte-exact to stdout
+    python3 dvformat.py check REPO           decode every object and every pack header; read all blobs
+
+Dependencies (PyPI): blake3, pynacl (libsodium's XChaCha20-Poly1305), argon2-cffi (the reference
+Argon2 C code), zstandard (only to read zstd-compressed blobs). See tools/README.md.
+"""
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from datetime import datetime
+
+import blake3
+import nacl.bindings as sodium
+import argon2.low_level as argon2_ll
+
+
+class Corrupt(Exception):
+    """The object is damaged or is not what its name and place say it is (spec: 'reject')."""
+
+
+class Unsupported(Exception):
+    """The object needs a newer reader (newer version or unknown incompat feature)."""
+
+
+class WeakKey(Exception):
+    """A key file's Argon2id parameters are outside [floor, ceiling] (02-crypto-and-keys.md)."""
+
+
+# ---------------------------------------------------------------- 00: conventions
+class Reader:
+    """Bounds-checked little-endian reader: every read of missing bytes raises Corrupt."""
+
+    def __init__(self, buf, what):
+        self.buf, self.pos, self.what = buf, 0, what
+
+    def remaining(self):
+        return len(self.buf) - self.pos
+
+    def take(self, n):
+        if n < 0 or self.pos + n > len(self.buf):
+            raise Corrupt(f"{self.what}: truncated")
+        s = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return s
+
+    def uint(self, n):
+        return int.from_bytes(self.take(n), "little")
+
+    def sint(self, n):
+        return int.from_bytes(self.take(n), "little", signed=True)
+
+
+def u16(v): return v.to_bytes(2, "little")
+def u32(v): return v.to_bytes(4, "little")
+def u64(v): return v.to_bytes(8, "little")
+def i32(v): return v.to_bytes(4, "little", signed=True)
+def i64(v): return v.to_bytes(8, "little", signed=True)
+
+
+# ---------------------------------------------------------------- 01: naming
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def object_id(b):
+    """Name of a stored object: unkeyed BLAKE3-256 of exactly its bytes."""
+    return blake3.blake3(b).digest()
+
+
+def chunk_id(id_key, plaintext):
+    """Name of a blob: BLAKE3-256 keyed with the master key's id_key, over the plaintext."""
+    return blake3.blake3(plaintext, key=id_key).digest()
+
+
+# ---------------------------------------------------------------- 02: crypto and keys
+NONCE_LEN, TAG_LEN = 24, 16
+SEAL_OVERHEAD = NONCE_LEN + TAG_LEN
+MASTER_KEY_LEN = 72
+
+
+def seal(key, aad, plaintext, nonce=None):
+    nonce = os.urandom(NONCE_LEN) if nonce is None else nonce
+    assert len(nonce) == NONCE_LEN
+    return nonce + sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+
+
+def open_sealed(key, aad, sealed):
+    """Returns the plaintext, or None when the item is not authentic under key and aad."""
+    if len(sealed) < SEAL_OVERHEAD:
+        return None
+    try:
+        return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed[NONCE_LEN:], aad, sealed[:NONCE_LEN], key)
+    except Exception:
+        return None
+
+
+KDF_FLOOR = (19456, 2, 1)
+KDF_DEFAULT = (65536, 3, 1)
+KDF_CEILING = (4 * 1024 * 1024, 100, 64)
+
+
+def kdf_check(m, t, p):
+    if m < KDF_FLOOR[0] or t < KDF_FLOOR[1] or p < KDF_FLOOR[2]:
+        raise WeakKey(f"Argon2id m={m} t={t} p={p} below the floor")
+    if m > KDF_CEILING[0] or t > KDF_CEILING[1] or p > KDF_CEILING[2]:
+        raise WeakKey(f"Argon2id m={m} t={t} p={p} above the ceiling")
+
+
+def argon2id(password, salt, m, t, p):
+    kdf_check(m, t, p)
+    return argon2_ll.hash_secret_raw(password, salt, time_cost=t, memory_cost=m, parallelism=p,
+                                     hash_len=32, type=argon2_ll.Type.ID, version=0x13)
+
+
+def master_from_bytes(b):
+    if len(b) != MASTER_KEY_LEN:
+        return None
+    return {"data_key": b[:32], "id_key": b[32:64], "chunker_seed": int.from_bytes(b[64:72], "little")}
+
+
+def master_to_bytes(mk):
+    return mk["data_key"] + mk["id_key"] + u64(mk["chunker_seed"])
+
+
+def config_mac_key(data_key):
+    return blake3.blake3(data_key, derive_key_context="dumpvault v1 config mac").digest()
+
+
+KEYFILE_MAGIC = b"DVKEYFIL"
+
+
+def encode_keyfile(mk, repo_id, password, kdf, salt, created, label, nonce=None):
+    lab = label.encode("utf-8")
+    assert len(lab) <= 256
+    hdr = (KEYFILE_MAGIC + u32(1) + repo_id + u32(kdf[0]) + u32(kdf[1]) + u32(kdf[2]) + salt
+           + i64(created) + u16(len(lab)) + lab)
+    wrap = argon2id(password, salt, *kdf)
+    return hdr + seal(wrap, hdr, master_to_bytes(mk), nonce)
+
+
+def decode_keyfile(b):
+    r = Reader(b, "key file")
+    if len(b) < 8 or b[:8] != KEYFILE_MAGIC:
+        raise Corrupt("key file: bad magic")
+    r.take(8)
+    version = r.uint(4)
+    if version != 1:
+        raise Unsupported(f"key file version {version}")
+    kf = {"repo_id": r.take(32), "m": r.uint(4), "t": r.uint(4), "p": r.uint(4),
+          "salt": r.take(32), "created": r.sint(8)}
+    n = r.uint(2)
+    if n > 256:
+        raise Corrupt("key file: label longer than 256 bytes")
+    try:
+        kf["label"] = r.take(n).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Corrupt("key file: label is not UTF-8")
+    kf["aad"] = b[:r.pos]
+    kf["sealed"] = r.take(MASTER_KEY_LEN + SEAL_OVERHEAD)
+    if r.remaining():
+        raise Corrupt("key file: trailing bytes")
+    return kf
+
+
+def unwrap_keyfile(kf, password):
+    wrap = argon2id(password, kf["salt"], kf["m"], kf["t"], kf["p"])
+    pt = open_sealed(wrap, kf["aad"], kf["sealed"])
+    return None if pt is None else master_from_bytes(pt)
+
+
+# ---------------------------------------------------------------- 03: config
+CONFIG_MAGIC = b"DVCONFIG"
+FORMAT_VERSION = 1
+KNOWN_INCOMPAT = KNOWN_RO_COMPAT = 0
+
+
+def encode_config(c, data_key):
+    b = (CONFIG_MAGIC + u32(c["version"]) + u64(c["incompat"]) + u64(c["ro_compat"]) + u64(c["compat"])
+         + c["repo_id"] + u32(c["chunk_min"]) + u32(c["chunk_avg"]) + u32(c["chunk_max"])
+         + u32(c["pack_target"]) + i32(c["zstd_level"]) + i64(c["created"]))
+    assert len(b) == 96
+    return b + blake3.blake3(b, key=config_mac_key(data_key)).digest()
+
+
+def validate_config(c):
+    a, v, x = c["chunk_min"], c["chunk_avg"], c["chunk_max"]
+    if not (256 <= a <= v <= x <= 16 * 1024 * 1024):
+        raise Corrupt("config: chunker sizes out of range")
+    if v & (v - 1) or v < 1024:
+        raise Corrupt("config: chunker average not a power of two >= 1024")
+    if not (1 << 20 <= c["pack_target"] <= 1 << 30):
+        raise Corrupt("config: pack target out of range")
+    if not (1 <= c["zstd_level"] <= 22):
+        raise Corrupt("config: zstd level out of range")
+
+
+def decode_config(b):
+    if len(b) < 8 or b[:8] != CONFIG_MAGIC:
+        raise Corrupt("config: bad magic")
+    r = Reader(b, "config")
+    r.take(8)
+    version = r.uint(4)
+    if version > FORMAT_VERSION:
+        raise Unsupported(f"repository format version {version}")
+    if version == 0:
+        raise Corrupt("config: format version 0")
+    if len(b) != 128:
+        raise Corrupt(f"config: length {len(b)} != 128")
+    c = {"version": version, "incompat": r.uint(8), "ro_compat": r.uint(8), "compat": r.uint(8),
+         "repo_id": r.take(32), "chunk_min": r.uint(4), "chunk_avg": r.uint(4), "chunk_max": r.uint(4),
+         "pack_target": r.uint(4), "zstd_level": r.sint(4), "created": r.sint(8)}
+    if c["incompat"] & ~KNOWN_INCOMPAT:
+        raise Unsupported(f"unknown incompat features {c['incompat']:#x}")
+    validate_config(c)
+    return c
+
+
+def verify_config_mac(b, data_key):
+    if len(b) != 128 or blake3.blake3(b[:96], key=config_mac_key(data_key)).digest() != b[96:]:
+        raise Corrupt("config: MAC mismatch")
+
+
+# ---------------------------------------------------------------- envelope (05, 07, 08)
+ENVELOPE_KIND = {"index": 1, "snapshot": 2, "lock": 3}
+
+
+def envelope_header(kind):
+    return b"DVOB" + bytes([ENVELOPE_KIND[kind], 1, 0, 0])
+
+
+def envelope_seal(data_key, kind, plaintext, nonce=None):
+    h = envelope_header(kind)
+    return h + seal(data_key, h, plaintext, nonce)
+
+
+def envelope_open(data_key, kind, b):
+    if len(b) < 8 + SEAL_OVERHEAD:
+        raise Corrupt(f"{kind}: truncated envelope")
+    h = b[:8]
+    if h[:4] != b"DVOB":
+        raise Corrupt(f"{kind}: bad magic")
+    if h[5] > 1:
+        raise Unsupported(f"{kind}: envelope version {h[5]}")
+    if h != envelope_header(kind):
+        raise Corrupt(f"{kind}: envelope header names another kind or reserved bytes are not zero")
+    pt = open_sealed(data_key, h, b[8:])
+    if pt is None:
+        raise Corrupt(f"{kind}: authentication failed")
+    return pt
+
+
+# ---------------------------------------------------------------- 04: packs
+ENTRY_LEN = 48
+MAX_BLOB_RAW = 16 * 1024 * 1024 + 4096
+
+
+def blob_aad(kind, cid):
+    return b"DVB1" + bytes([kind]) + cid
+
+
+def encode_entry(e):
+    return (bytes([e["kind"], e["comp"]]) + u16(0) + u32(e["raw_len"]) + u32(e["offset"])
+            + u32(e["stored_len"]) + e["id"])
+
+
+def decode_entry(r):
+    kind, comp, reserved = r.uint(1), r.uint(1), r.uint(2)
+    e = {"kind": kind, "comp": comp, "raw_len": r.uint(4), "offset": r.uint(4),
+         "stored_len": r.uint(4), "id": r.take(32)}
+    if kind not in (0, 1):
+        raise Corrupt(f"unknown blob kind {kind}")
+    if comp not in (0, 1):
+        raise Corrupt(f"unknown compression {comp}")
+    if reserved:
+        raise Corrupt("entry reserved field is not zero")
+    if e["raw_len"] > MAX_BLOB_RAW:
+        raise Corrupt("blob length exceeds the maximum")
+    if e["stored_len"] < SEAL_OVERHEAD:
+        raise Corrupt("stored length shorter than the seal overhead")
+    if comp == 0 and e["stored_len"] != e["raw_len"] + SEAL_OVERHEAD:
+        raise Corrupt("uncompressed blob with inconsistent lengths")
+    return e
+
+
+def encode_pack(data_key, blobs, header_nonce=None):
+    """blobs: list of (entry-without-offset/stored_len, sealed bytes). Returns the pack bytes."""
+    body, entries = b"", []
+    for e, sealed in blobs:
+        e = dict(e, offset=len(body), stored_len=len(sealed))
+        body += sealed
+        entries.append(e)
+    plain = u32(len(entries)) + b"".join(encode_entry(e) for e in entries)
+    sh = seal(data_key, b"DVH1", plain, header_nonce)
+    return body + sh + u32(len(sh)) + b"DVP" + bytes([1]), entries
+
+
+def parse_trailer(pack_len, trailer):
+    if pack_len < 8 or len(trailer) != 8:
+        raise Corrupt("pack: too short for a trailer")
+    if trailer[4:7] != b"DVP":
+        raise Corrupt("pack: bad trailer magic")
+    if trailer[7] != 1:
+        raise Unsupported(f"pack version {trailer[7]}")
+    hlen = int.from_bytes(trailer[:4], "little")
+    start = pack_len - 8 - hlen
+    if start < 0:
+        raise Corrupt("pack: header length exceeds pack")
+    if hlen < SEAL_OVERHEAD + 4:
+        raise Corrupt("pack: header too short")
+    return start, hlen
+
+
+def decode_pack_header(data_key, header_start, sealed):
+    plain = open_sealed(data_key, b"DVH1", sealed)
+    if plain is None:
+        raise Corrupt("pack: header failed authentication")
+    r = Reader(plain, "pack header")
+    count = r.uint(4)
+    if r.remaining() != count * ENTRY_LEN:
+        raise Corrupt("pack: header entry count disagrees with its length")
+    entries, nxt = [], 0
+    for _ in range(count):
+        e = decode_entry(r)
+        end = e["offset"] + e["stored_len"]
+        if e["offset"] < nxt or end > header_start:
+            raise Corrupt("pack: blob entry outside the blob area or overlapping")
+        nxt = end
+        entries.append(e)
+    return entries
+
+
+def read_pack_header(data_key, pack):
+    start, hlen = parse_trailer(len(pack), pack[-8:])
+    return decode_pack_header(data_key, start, pack[start:start + hlen])
+
+
+def open_blob(mk, e, sealed):
+    if len(sealed) != e["stored_len"]:
+        raise Corrupt("blob: short read")
+    body = open_sealed(mk["data_key"], blob_aad(e["kind"], e["id"]), sealed)
+    if body is None:
+        raise Corrupt("blob: authentication failed")
+    if e["comp"] == 1:
+        import zstandard
+        try:
+            plain = zstandard.ZstdDecompressor().decompress(body, max_output_size=e["raw_len"])
+        except zstandard.ZstdError as x:
+            raise Corrupt(f"blob: zstd: {x}")
+    else:
+        plain = body
+    if len(plain) != e["raw_len"]:
+        raise Corrupt("blob: decompressed length differs from raw_len")
+    if chunk_id(mk["id_key"], plain) != e["id"]:
+        raise Corrupt("blob: content does not hash to its chunk id")
+    return plain
+
+
+# ---------------------------------------------------------------- 05: index files
+def encode_index(superseded, packs):
+    b = u32(len(superseded)) + b"".join(superseded) + u32(len(packs))
+    for p in packs:
+        b += p["id"] + u64(p["len"]) + u32(len(p["entries"])) + b"".join(encode_entry(e) for e in p["entries"])
+    return b
+
+
+def decode_index(plain):
+    r = Reader(plain, "index")
+    ns = r.uint(4)
+    if ns * 32 > r.remaining():
+        raise Corrupt("index: truncated")
+    superseded = [r.take(32) for _ in range(ns)]
+    np_ = r.uint(4)
+    if np_ * 44 > r.remaining():
+        raise Corrupt("index: truncated")
+    packs = []
+    for _ in range(np_):
+        pid, plen, ne = r.take(32), r.uint(8), r.uint(4)
+        if ne * ENTRY_LEN > r.remaining():
+            raise Corrupt("index: truncated")
+        entries = []
+        for _ in range(ne):
+            e = decode_entry(r)
+            if e["offset"] + e["stored_len"] > plen:
+                raise Corrupt("index: entry beyond the pack's length")
+            entries.append(e)
+        packs.append({"id": pid, "len": plen, "entries": entries})
+    if r.remaining():
+        raise Corrupt("index: trailing bytes")
+    return superseded, packs
+
+
+# ---------------------------------------------------------------- 06: chunking and trees
+M64 = (1 << 64) - 1
+GEAR = [int.from_bytes(hashlib.md5(bytes([i]) * 64).digest()[:8], "big") for i in range(256)]
+MASKS = [0, 0, 0, 0, 0, 0x0000000001804110, 0x0000000001803110, 0x0000000018035100, 0x0000001800035300,
+         0x0000019000353000, 0x0000590003530000, 0x0000d90003530000, 0x0000d90103530000,
+         0x0000d90303530000, 0x0000d90313530000, 0x0000d90f03530000, 0x0000d90303537000,
+         0x0000d90703537000, 0x0000d90707537000, 0x0000d91707537000, 0x0000d91747537000,
+         0x0000d91767537000, 0x0000d93767537000, 0x0000d93777537000, 0x0000d93777577000,
+         0x0000db3777577000]
+
+
+def cut_points(data, mn, avg, mx, seed):
+    """FastCDC v2020, normalization level 1, seeded gear table: end offsets of every chunk."""
+    bits = round(math.log2(avg))
+    mask_s, mask_l = MASKS[bits + 1], MASKS[bits - 1]
+    mask_s_ls, mask_l_ls = (mask_s << 1) & M64, (mask_l << 1) & M64
+    gear = [g ^ seed for g in GEAR]
+    gear_ls = [((g << 1) & M64) ^ ((seed << 1) & M64) for g in GEAR]
+    out, pos = [], 0
+    while pos < len(data):
+        n = len(data) - pos
+        if n <= mn:
+            cut = n
+        else:
+            center = avg
+            if n > mx:
+                n = mx
+            elif n < center:
+                center = n
+            i, h, cut = mn // 2, 0, None
+            for lim, ms, ms_ls in ((center // 2, mask_s, mask_s_ls), (n // 2, mask_l, mask_l_ls)):
+                while cut is None and i < lim:
+                    a = 2 * i
+                    h = ((h << 2) + gear_ls[data[pos + a]]) & M64
+                    if h & ms_ls == 0:
+                        cut = a
+                        break
+                    h = (h + gear[data[pos + a + 1]]) & M64
+                    if h & ms == 0:
+                        cut = a + 1
+                        break
+                    i += 1
+            if cut is None:
+                cut = n
+        pos += cut
+        out.append(pos)
+    return out
+
+
+MAX_TREE_ENTRIES, MAX_TREE_LEVEL = 4096, 8
+
+
+def encode_tree(level, entries):
+    return bytes([level, 0, 0, 0]) + u32(len(entries)) + b"".join(cid + u64(n) for cid, n in entries)
+
+
+def decode_tree(plain):
+    r = Reader(plain, "tree blob")
+    hdr = r.take(4)
+    count = r.uint(4)
+    if hdr[1:] != b"\0\0\0":
+        raise Corrupt("tree: reserved bytes are not zero")
+    if hdr[0] > MAX_TREE_LEVEL:
+        raise Corrupt("tree: level too deep")
+    if count > MAX_TREE_ENTRIES or r.remaining() != count * 40:
+        raise Corrupt("tree: entry count disagrees with the blob's length")
+    return hdr[0], [(r.take(32), r.uint(8)) for _ in range(count)]
+
+
+def is_boundary(cid):
+    return int.from_bytes(cid[:2], "little") & 0x3FF == 0
+
+
+def build_tree(leaves, store):
+    """Writer side of 06: `leaves` are (chunk id, length); `store(plaintext) -> chunk id`."""
+    levels = []  # per level: [open entries, nodes emitted]
+
+    def push(level, entry):
+        if len(levels) <= level:
+            levels.append([[], 0])
+        levels[level][0].append(entry)
+        if is_boundary(entry[0]) or len(levels[level][0]) >= MAX_TREE_ENTRIES:
+            flush(level)
+
+    def flush(level):
+        entries, levels[level][0] = levels[level][0], []
+        levels[level][1] += 1
+        push(level + 1, (store(encode_tree(level, entries)), sum(n for _, n in entries)))
+
+    for leaf in leaves:
+        push(0, leaf)
+    if not levels:
+        levels.append([[], 0])
+    level = 0
+    while True:
+        if level + 1 == len(levels) and levels[level][1] == 0:
+            entries = levels[level][0]
+            if level > 0 and len(entries) == 1:
+                return entries[0][0]
+            return store(encode_tree(level, entries))
+        if levels[level][0]:
+            flush(level)
+        level += 1
+
+
+# ---------------------------------------------------------------- 07: snapshots
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def decode_snapshot(plain):
+    if len(plain) > 4 * 1024 * 1024:
+        raise Corrupt("snapshot: manifest too large")
+    try:
+        s = json.loads(plain.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as x:
+        raise Corrupt(f"snapshot: bad JSON: {x}")
+    if not isinstance(s, dict):
+        raise Corrupt("snapshot: not an object")
+    fmt = s.get("format")
+    if isinstance(fmt, int) and fmt > 1:
+        raise Unsupported(f"snapshot format {fmt}")
+    need = {"format": int, "time": str, "host": str, "name": str, "tool_version": str,
+            "duration_ms": int, "streams": list}
+    for k, t in need.items():
+        if not isinstance(s.get(k), t) or isinstance(s.get(k), bool):
+            raise Corrupt(f"snapshot: field {k!r} missing or of the wrong type")
+    if not RFC3339.match(s["time"]):
+        raise Corrupt("snapshot: time is not RFC 3339")
+    tags = s.get("tags", {})
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise Corrupt("snapshot: tags must map strings to strings")
+    for st in s["streams"]:
+        for k, t in {"name": str, "source": dict, "size": int, "blake3": str, "root": str,
+                     "chunks": int, "new_chunks": int, "new_bytes": int}.items():
+            if not isinstance(st.get(k), t) or isinstance(st.get(k), bool):
+                raise Corrupt(f"snapshot: stream field {k!r} missing or of the wrong type")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", st["root"]):
+            raise Corrupt("snapshot: root is not a 64-digit hex id")
+        kind = st["source"].get("kind")
+        if kind not in ("stdin", "file", "command"):
+            raise Corrupt(f"snapshot: unknown source kind {kind!r}")
+    return s
+
+
+# ---------------------------------------------------------------- 08: locks
+def decode_lock(plain):
+    try:
+        l = json.loads(plain.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as x:
+        raise Corrupt(f"lock: bad JSON: {x}")
+    for k, t in {"host": str, "pid": int, "exclusive": bool, "created": str, "refreshed": str,
+                 "operation": str}.items():
+        if not isinstance(l.get(k), t):
+            raise Corrupt(f"lock: field {k!r} missing or of the wrong type")
+    return l
+
+
+# ---------------------------------------------------------------- a local repository
+KIND_DIRS = {"key": "keys", "index": "index", "snapshot": "snapshots", "lock": "locks"}
+
+
+class LocalRepo:
+    def __init__(self, root):
+        self.root = root
+
+    def names(self, kind):
+        if kind == "pack":
+            base = os.path.join(self.root, "data")
+            dirs = [os.path.join(base, d) for d in sorted(os.listdir(base))
+                    if not d.startswith(".") and os.path.isdir(os.path.join(base, d))]
+        else:
+            dirs = [os.path.join(self.root, KIND_DIRS[kind])]
+        out = []
+        for d in dirs:
+            for n in sorted(os.listdir(d)):
+                if not n.startswith(".") and HEX64.match(n) and os.path.isfile(os.path.join(d, n)):
+                    out.append(n)
+        return out
+
+    def path(self, kind, name):
+        if kind == "pack":
+            return os.path.join(self.root, "data", name[:2], name)
+        return os.path.join(self.root, KIND_DIRS[kind], name)
+
+    def get(self, kind, name):
+        with open(self.path(kind, name), "rb") as f:
+            b = f.read()
+        if object_id(b).hex() != name:
+            raise Corrupt(f"{kind} {name}: content does not hash to its name")
+        return b
+
+    def get_range(self, kind, name, off, n):
+        with open(self.path(kind, name), "rb") as f:
+            f.seek(off)
+            b = f.read(n)
+        if len(b) != n:
+            raise Corrupt(f"{kind} {name}: range beyond the end")
+        return b
+
+    def open(self, password):
+        with open(os.path.join(self.root, "config"), "rb") as f:
+            self.config_bytes = f.read()
+        self.config = decode_config(self.config_bytes)
+        weak = None
+        for name in self.names("key"):
+            try:
+                kf = decode_keyfile(self.get("key", name))
+            except (Corrupt, Unsupported):
+                continue
+            if kf["repo_id"] != self.config["repo_id"]:
+                continue
+            try:
+                mk = unwrap_keyfile(kf, password)
+            except WeakKey as x:
+                weak = weak or x
+                continue
+            if mk is not None:
+                self.mk = mk
+                verify_config_mac(self.config_bytes, mk["data_key"])
+                return
+        raise weak or SystemExit("no key file opens with this password")
+
+    def index(self):
+        files = {n: decode_index(envelope_open(self.mk["data_key"], "index", self.get("index", n)))
+                 for n in self.names("index")}
+        superseded = {s.hex() for sup, _ in files.values() for s in sup}
+        idx = {}
+        for n, (_, packs) in sorted(files.items()):
+            if n in superseded:
+                continue
+            for p in packs:
+                for e in p["entries"]:
+                    idx.setdefault(e["id"], (p["id"].hex(), e))
+        return idx
+
+    def snapshots(self):
+        out = []
+        for n in self.names("snapshot"):
+            s = decode_snapshot(envelope_open(self.mk["data_key"], "snapshot", self.get("snapshot", n)))
+            out.append((n, s))
+        return out
+
+    def read_blob(self, idx, cid, kind):
+        if cid not in idx:
+            raise Corrupt(f"chunk {cid.hex()}: not in the index")
+        pack, e = idx[cid]
+        if e["kind"] != kind:
+            raise Corrupt(f"chunk {cid.hex()}: blob kind {e['kind']} where {kind} was expected")
+        return open_blob(self.mk, e, self.get_range("pack", pack, e["offset"], e["stored_len"]))
+
+    def cat(self, stream, out):
+        """Depth-first walk of the stream's tree, verifying every rule of 06 and 07."""
+        idx = self.index()
+        h, total = blake3.blake3(), 0
+
+        def walk(cid, want_level, want_len):
+            nonlocal total
+            level, entries = decode_tree(self.read_blob(idx, cid, 1))
+            if want_level is not None and level != want_level:
+                raise Corrupt(f"tree {cid.hex()}: level {level}, parent says {want_level}")
+            if want_len is not None and sum(n for _, n in entries) != want_len:
+                raise Corrupt(f"tree {cid.hex()}: lengths disagree with the parent entry")
+            for child, n in entries:
+                if level == 0:
+                    data = self.read_blob(idx, child, 0)
+                    if len(data) != n:
+                        raise Corrupt(f"chunk {child.hex()}: length {len(data)}, tree says {n}")
+                    h.update(data)
+                    total += n
+                    out.write(data)
+                else:
+                    walk(child, level - 1, n)
+
+        walk(bytes.fromhex(stream["root"]), None, None)
+        if total != stream["size"] or h.hexdigest() != stream["blake3"].lower():
+            raise Corrupt("restored stream does not match the snapshot's size or BLAKE3")
+
+
+# ---------------------------------------------------------------- known-answer vectors
+def kat():
+    """Every value printed in 10-known-answer-vectors.md, computed from the spec's definitions."""
+    key = bytes(range(32))
+    nonce = bytes(range(0x40, 0x58))
+    v = {}
+    v["xchacha"] = seal(key, b"dumpvault", b"hello, dumpvault", nonce).hex()
+    v["argon2"] = argon2id(b"correct horse", bytes([7]) * 32, *KDF_FLOOR).hex()
+    v["b3_empty"] = object_id(b"").hex()
+    v["b3_abc"] = object_id(b"abc").hex()
+    id_key = bytes(range(0x20, 0x40))
+    v["chunk_id_hello"] = chunk_id(id_key, b"hello, dumpvault").hex()
+    v["chunk_id_empty"] = chunk_id(id_key, b"").hex()
+    long = bytes(i % 251 for i in range(4096))
+    v["chunk_id_4096"] = chunk_id(id_key, long).hex()
+    v["config_mac_key"] = config_mac_key(key).hex()
+    mk = {"data_key": key, "id_key": id_key, "chunker_seed": 0x0123456789ABCDEF}
+    v["master_bytes"] = master_to_bytes(mk).hex()
+
+    cfg = {"version": 1, "incompat": 0, "ro_compat": 0, "compat": 0, "repo_id": bytes([9]) * 32,
+           "chunk_min": 8192, "chunk_avg": 32768, "chunk_max": 131072, "pack_target": 16 << 20,
+           "zstd_level": 3, "created": 1700000000}
+    cb = encode_config(cfg, key)
+    assert decode_config(cb) == cfg
+    verify_config_mac(cb, key)
+    v["config"] = cb.hex()
+
+    kb = encode_keyfile(mk, bytes([9]) * 32, b"correct horse", KDF_FLOOR, bytes([7]) * 32, 1700000000,
+                        "kat@example", nonce)
+    kf = decode_keyfile(kb)
+    assert unwrap_keyfile(kf, b"correct horse") == mk and unwrap_keyfile(kf, b"wrong") is None
+    v["keyfile"], v["keyfile_id"] = kb.hex(), object_id(kb).hex()
+
+    # One pack holding one data blob and one tree blob (both stored uncompressed).
+    data = b"hello, dumpvault"
+    cid = chunk_id(id_key, data)
+    tree_plain = encode_tree(0, [(cid, len(data))])
+    tid = chunk_id(id_key, tree_plain)
+    s0 = seal(key, blob_aad(0, cid), data, bytes(range(0x60, 0x78)))
+    s1 = seal(key, blob_aad(1, tid), tree_plain, bytes(range(0x80, 0x98)))
+    pack, entries = encode_pack(key, [({"kind": 0, "comp": 0, "raw_len": len(data), "id": cid}, s0),
+                                      ({"kind": 1, "comp": 0, "raw_len": len(tree_plain), "id": tid}, s1)],
+                                bytes(range(0xA0, 0xB8)))
+    assert read_pack_header(key, pack) == entries
+    assert open_blob(mk, entries[0], pack[:len(s0)]) == data
+    pid = object_id(pack)
+    v["tree_plain"], v["tree_id"] = tree_plain.hex(), tid.hex()
+    v["pack"], v["pack_id"], v["pack_len"] = pack.hex(), pid.hex(), len(pack)
+
+    idx_plain = encode_index([], [{"id": pid, "len": len(pack), "entries": entries}])
+    assert decode_index(idx_plain) == ([], [{"id": pid, "len": len(pack), "entries": entries}])
+    ib = envelope_seal(key, "index", idx_plain, bytes(range(0xC0, 0xD8)))
+    assert envelope_open(key, "index", ib) == idx_plain
+    v["index_plain"], v["index"], v["index_id"] = idx_plain.hex(), ib.hex(), object_id(ib).hex()
+
+    snap = {"format": 1, "time": "2026-11-21T03:00:00Z", "host": "db1", "name": "shop",
+            "tags": {"env": "prod"}, "tool_version": "0.1.0", "duration_ms": 1234,
+            "streams": [{"name": "dump", "source": {"kind": "command", "argv": ["pg_dump", "shop"],
+                                                    "exit_status": 0},
+                         "size": len(data), "blake3": object_id(data).hex(), "root": tid.hex(),
+                         "chunks": 1, "new_chunks": 1, "new_bytes": len(s0) + len(s1)}]}
+    sj = json.dumps(snap, separators=(",", ":")).encode()
+    decode_snapshot(sj)
+    sb = envelope_seal(key, "snapshot", sj, bytes(range(0xE0, 0xF8)))
+    v["snapshot_json"], v["snapshot"], v["snapshot_id"] = sj.decode(), sb.hex(), object_id(sb).hex()
+
+    def xorshift(n, s):
+        out = bytearray(n)
+        for i in range(n):
+            s ^= (s << 13) & M64
+            s ^= s >> 7
+            s ^= (s << 17) & M64
+            out[i] = (s >> 24) & 0xFF
+        return bytes(out)
+
+    v["cuts_default"] = cut_points(xorshift(1 << 20, 0xDEADBEEF), 8192, 32768, 131072, 0x0123456789ABCDEF)
+    v["cuts_seed0"] = cut_points(xorshift(1 << 20, 0xDEADBEEF), 8192, 32768, 131072, 0)
+    v["is_boundary"] = [is_boundary(bytes([0x00, 0xFC]) + bytes(30)), is_boundary(bytes([0x00, 0x04]) + bytes(30)),
+                        is_boundary(bytes([0x01, 0x00]) + bytes(30))]
+    return v
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    cmd = argv[1]
+    if cmd == "kat":
+        for k, val in kat().items():
+            print(f"{k} = {val}")
+        return 0
+    repo = LocalRepo(argv[2])
+    if cmd == "hashcheck":
+        bad = 0
+        for kind in ("key", "pack", "index", "snapshot", "lock"):
+            for n in repo.names(kind):
+                try:
+                    repo.get(kind, n)
+                except (Corrupt, FileNotFoundError) as x:
+                    print(f"BAD {kind} {n}: {x}")
+                    bad += 1
+        print("ok" if not bad else f"{bad} damaged objects")
+        return 1 if bad else 0
+    pw = os.environ.get("DUMPVAULT_PASSWORD", "").encode()
+    repo.open(pw)
+    if cmd == "snapshots":
+        for n, s in sorted(repo.snapshots(), key=lambda x: (x[1]["time"], x[0])):
+            print(n[:8], s["time"], s["host"], s["name"], sum(st["size"] for st in s["streams"]))
+        return 0
+    if cmd == "cat":
+        snaps = [(n, s) for n, s in repo.snapshots() if n.startswith(argv[3].lower())]
+        if len(snaps) != 1:
+            raise SystemExit(f"{len(snaps)} snapshots match {argv[3]!r}")
+        streams = snaps[0][1]["streams"]
+        if len(argv) > 4:
+            streams = [st for st in streams if st["name"] == argv[4]]
+        if len(streams) != 1:
+            raise SystemExit("give the stream name")
+        repo.cat(streams[0], sys.stdout.buffer)
+        return 0
+    if cmd == "check":
+        idx = repo.index()
+        for n in repo.names("pack"):
+            b = repo.get("pack", n)
+            for e in read_pack_header(repo.mk["data_key"], b):
+                open_blob(repo.mk, e, b[e["offset"]:e["offset"] + e["stored_len"]])
+        for n, s in repo.snapshots():
+            for st in s["streams"]:
+                repo.cat(st, open(os.devnull, "wb"))
+        print(f"ok: {len(idx)} blobs indexed")
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

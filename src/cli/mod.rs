@@ -1,0 +1,732 @@
+//! Command-line interface (clap). Thin: it resolves the repository and password, calls into
+//! `ops`, prints results (stdout for data and `--json`, stderr for messages), and maps errors to
+//! the exit codes documented in the README (see `error::exit`).
+
+mod password;
+mod progress;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use crate::backend::{self, Backend};
+use crate::crypto::KdfParams;
+use crate::error::{exit, Error, Result};
+use crate::ops::backup::{self, BackupOptions, BackupStats};
+use crate::ops::restore::{self, RestoreStats};
+use crate::repo::{InitOptions, OpenOptions, Repo};
+use crate::snapshot::{parse_tag, Filter, Snapshot, SnapshotEntry, Source};
+use progress::Progress;
+
+#[derive(Parser, Debug)]
+#[command(name = "dumpvault", version, about = "Deduplicating, encrypted backups of database dump streams")]
+pub struct Cli {
+    /// Repository location: a directory path (the default backend).
+    #[arg(short = 'r', long, env = "DUMPVAULT_REPO", global = true)]
+    repo: Option<String>,
+    /// Read the password from this file (first line). DUMPVAULT_PASSWORD takes precedence.
+    #[arg(long, env = "DUMPVAULT_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the password.
+    #[arg(long, env = "DUMPVAULT_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress and no summary on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Metadata cache directory (default: $XDG_CACHE_HOME/dumpvault).
+    #[arg(long, env = "DUMPVAULT_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Do not use the local metadata cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up stdin, a file, or the output of a command (`-- CMD ARGS…`).
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(FilterArgs),
+    /// Restore a snapshot's stream to stdout or a file, verifying every byte.
+    Restore(RestoreArgs),
+    /// Manage the passwords (key files) of the repository.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Show what the repository holds.
+    Stats,
+    /// Remove stale locks (from killed processes); `--all` removes every lock.
+    Unlock {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct KdfArgs {
+    /// Argon2id memory in KiB for the new key file (floor 19456).
+    #[arg(long, default_value_t = KdfParams::DEFAULT.m_cost)]
+    kdf_memory: u32,
+    /// Argon2id iterations for the new key file (floor 2).
+    #[arg(long, default_value_t = KdfParams::DEFAULT.t_cost)]
+    kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    fn params(&self) -> KdfParams {
+        KdfParams {
+            m_cost: self.kdf_memory,
+            t_cost: self.kdf_iterations,
+            p_cost: 1,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// Minimum chunk size in bytes.
+    #[arg(long, default_value_t = crate::chunker::DEFAULT_MIN)]
+    chunk_min: u32,
+    /// Average chunk size in bytes (a power of two).
+    #[arg(long, default_value_t = crate::chunker::DEFAULT_AVG)]
+    chunk_avg: u32,
+    /// Maximum chunk size in bytes.
+    #[arg(long, default_value_t = crate::chunker::DEFAULT_MAX)]
+    chunk_max: u32,
+    /// Target pack size in MiB.
+    #[arg(long, default_value_t = 16)]
+    pack_size: u32,
+    /// zstd compression level (1-22).
+    #[arg(long, default_value_t = 3)]
+    compression_level: i32,
+    #[command(flatten)]
+    kdf: KdfArgs,
+}
+
+#[derive(Args, Debug, Default)]
+struct FilterArgs {
+    /// Series name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Tag key=value (repeatable; all must match).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Host the snapshot was taken on.
+    #[arg(long)]
+    host: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Filter {
+        Filter {
+            name: self.name.clone(),
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// `-` (or nothing) for stdin, or a file path. Use `-- CMD ARGS…` to run a producer.
+    source: Option<String>,
+    /// Series name (default: the file name, the command name, or "stdin").
+    #[arg(long)]
+    name: Option<String>,
+    /// Tag key=value (repeatable).
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// Host to record (default: this machine's hostname).
+    #[arg(long)]
+    host: Option<String>,
+    /// Snapshot time, for importing older dumps: RFC 3339, "YYYY-MM-DD HH:MM:SS" or
+    /// "YYYY-MM-DD" (UTC).
+    #[arg(long, value_parser = parse_time)]
+    time: Option<DateTime<Utc>>,
+    /// Store an empty stream instead of refusing it.
+    #[arg(long)]
+    allow_empty: bool,
+    /// Producer command and arguments, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// Snapshot id (or unique prefix), or `latest`.
+    snapshot: String,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Write to this file (atomically, only if fully verified) instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Stream to restore when the snapshot holds several.
+    #[arg(long)]
+    stream: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// List key files.
+    List,
+    /// Add a password (new one from DUMPVAULT_NEW_PASSWORD, --new-password-file, or a prompt).
+    Add {
+        #[arg(long, env = "DUMPVAULT_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a key file by id prefix. The last key and the key in use cannot be removed.
+    Remove { id: String },
+    /// Change the password of the key in use.
+    Passwd {
+        #[arg(long, env = "DUMPVAULT_NEW_PASSWORD_FILE")]
+        new_password_file: Option<PathBuf>,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+}
+
+fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    Err(format!("cannot parse time {s:?}: use RFC 3339 or YYYY-MM-DD[ HH:MM:SS]"))
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    crate::signals::install();
+    match run(&cli) {
+        Ok(()) => exit::OK,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            // The reader of our stdout went away (`| head`): quiet, conventional SIGPIPE code.
+            141
+        }
+        Err(e) => {
+            eprintln!("dumpvault: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+struct Ctx<'a> {
+    cli: &'a Cli,
+}
+
+impl Ctx<'_> {
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let loc = self.cli.repo.as_deref().ok_or_else(|| {
+            Error::InvalidInput("no repository: pass --repo or set DUMPVAULT_REPO".into())
+        })?;
+        Ok(Arc::from(backend::open(loc)?))
+    }
+
+    fn password(&self, prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {
+        password::get(&password::Sources {
+            env_var: "DUMPVAULT_PASSWORD",
+            file: self.cli.password_file.as_deref(),
+            command: self.cli.password_command.as_deref(),
+            prompt,
+            confirm,
+        })
+    }
+
+    fn new_password(&self, file: Option<&Path>) -> Result<Zeroizing<String>> {
+        password::get(&password::Sources {
+            env_var: "DUMPVAULT_NEW_PASSWORD",
+            file,
+            command: None,
+            prompt: "New password: ",
+            confirm: true,
+        })
+    }
+
+    fn open(&self) -> Result<Repo> {
+        let backend = self.backend()?;
+        // Fail on a missing or too-new repository before asking for a password.
+        crate::repo::read_config(backend.as_ref())?;
+        let pw = self.password("Repository password: ", false)?;
+        let cache_dir = if self.cli.no_cache {
+            None
+        } else {
+            self.cli.cache_dir.clone().or_else(crate::cache::default_dir)
+        };
+        Repo::open(backend, pw.as_bytes(), &OpenOptions { cache_dir })
+    }
+
+    fn say(&self, msg: impl AsRef<str>) {
+        if !self.cli.quiet {
+            eprintln!("{}", msg.as_ref());
+        }
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v).map_err(|e| Error::io("write output", e.into()))?;
+    writeln!(out).map_err(|e| Error::io("write output", e))
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let ctx = Ctx { cli };
+    match &cli.command {
+        Cmd::Init(a) => init(&ctx, a),
+        Cmd::Backup(a) => backup_cmd(&ctx, a),
+        Cmd::Snapshots(f) => snapshots(&ctx, f),
+        Cmd::Restore(a) => restore_cmd(&ctx, a),
+        Cmd::Key(k) => key(&ctx, k),
+        Cmd::Stats => {
+            let mut repo = ctx.open()?;
+            let s = crate::ops::stats::stats(&mut repo)?;
+            if cli.json {
+                return print_json(&s);
+            }
+            println!("snapshots      {}", s.snapshots);
+            println!("logical size   {}", human(s.logical_bytes));
+            println!("stored size    {} in {} packs", human(s.pack_bytes), s.packs);
+            println!("dedup ratio    {:.2}x", s.dedup_ratio);
+            println!("blobs          {} ({} index files)", s.blobs, s.index_files);
+            println!(
+                "chunker        min {} avg {} max {}; pack target {}",
+                human(s.chunker[0] as u64),
+                human(s.chunker[1] as u64),
+                human(s.chunker[2] as u64),
+                human(s.pack_target as u64)
+            );
+            Ok(())
+        }
+        Cmd::Unlock { all } => {
+            let repo = ctx.open()?;
+            let mut removed = Vec::new();
+            for (name, info) in crate::lock::list_locks(repo.backend.as_ref(), &repo.key)? {
+                let stale = info.as_ref().map(crate::lock::is_stale).unwrap_or(true);
+                if *all || stale {
+                    repo.backend.delete(crate::error::ObjectKind::Lock, &name)?;
+                    removed.push(name);
+                }
+            }
+            if cli.json {
+                return print_json(&serde_json::json!({ "removed": removed }));
+            }
+            ctx.say(format!("removed {} lock(s)", removed.len()));
+            Ok(())
+        }
+    }
+}
+
+fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<()> {
+    let backend = ctx.backend()?;
+    if backend.exists()? {
+        return Err(Error::RepositoryExists(backend.location()));
+    }
+    let pw = ctx.password("New repository password: ", true)?;
+    if pw.is_empty() {
+        return Err(Error::InvalidInput("refusing an empty password".into()));
+    }
+    let opts = InitOptions {
+        chunk_min: a.chunk_min,
+        chunk_avg: a.chunk_avg,
+        chunk_max: a.chunk_max,
+        pack_target: a.pack_size.saturating_mul(1024 * 1024),
+        zstd_level: a.compression_level,
+        kdf: a.kdf.params(),
+    };
+    let repo = Repo::init(backend, pw.as_bytes(), &opts)?;
+    let id = hex::encode(repo.config.repo_id);
+    if ctx.cli.json {
+        return print_json(&serde_json::json!({
+            "repository_id": id, "location": repo.backend.location(), "key_id": repo.key_id,
+        }));
+    }
+    ctx.say(format!(
+        "created repository {} at {}",
+        &id[..16],
+        repo.backend.location()
+    ));
+    Ok(())
+}
+
+/// A producer child process, killed and reaped if the backup ends early.
+struct Producer {
+    child: Option<Child>,
+    argv: Vec<String>,
+}
+
+impl Producer {
+    fn spawn(argv: &[String]) -> Result<(Producer, std::process::ChildStdout)> {
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::ProducerFailed(format!("cannot start {:?}: {e}", argv[0])))?;
+        crate::signals::set_child(Some(child.id()));
+        let out = child.stdout.take().expect("stdout was piped");
+        Ok((
+            Producer {
+                child: Some(child),
+                argv: argv.to_vec(),
+            },
+            out,
+        ))
+    }
+
+    /// Wait for the producer and judge it: only a clean exit 0 may commit a snapshot.
+    fn finish(&mut self) -> Result<Source> {
+        let mut child = self.child.take().expect("finish called once");
+        let status = child.wait().map_err(|e| Error::io("wait for producer", e));
+        crate::signals::set_child(None);
+        let status = status?;
+        let prog = &self.argv[0];
+        if let Some(code) = status.code() {
+            if code != 0 {
+                return Err(Error::ProducerFailed(format!("{prog} exited with status {code}")));
+            }
+        } else {
+            use std::os::unix::process::ExitStatusExt;
+            return Err(Error::ProducerFailed(format!(
+                "{prog} was killed by signal {}",
+                status.signal().unwrap_or(0)
+            )));
+        }
+        Ok(Source::Command {
+            argv: self.argv.clone(),
+            exit_status: 0,
+        })
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            crate::signals::set_child(None);
+        }
+    }
+}
+
+fn backup_cmd(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
+    let stdin_src = a.source.as_deref().is_none_or(|s| s == "-");
+    if !a.command.is_empty() && !stdin_src {
+        return Err(Error::InvalidInput(
+            "give either a source file or `-- COMMAND`, not both".into(),
+        ));
+    }
+    let mut repo = ctx.open()?;
+    let host = a.host.clone().unwrap_or_else(crate::lock::hostname);
+    let mk_opts = |default_name: &str, stream: &str| BackupOptions {
+        name: a.name.clone().unwrap_or_else(|| default_name.to_string()),
+        tags: a.tags.clone(),
+        host: host.clone(),
+        time: a.time,
+        stream_name: stream.to_string(),
+        allow_empty: a.allow_empty,
+    };
+    let bar = Progress::new(ctx.cli.quiet, None, "backup");
+    let report = |s: &BackupStats| {
+        bar.update(s.bytes_read, || format!("new {}", human(s.new_bytes)));
+    };
+    let result = if !a.command.is_empty() {
+        let prog = Path::new(&a.command[0])
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| a.command[0].clone());
+        let (mut producer, out) = Producer::spawn(&a.command)?;
+        let opts = mk_opts(&prog, &prog);
+        backup::backup(&mut repo, out, &opts, || producer.finish(), report)
+    } else if stdin_src {
+        let opts = mk_opts("stdin", "stdin");
+        let stdin = std::io::stdin();
+        backup::backup(&mut repo, stdin.lock(), &opts, || Ok(Source::Stdin), report)
+    } else {
+        let path = a.source.as_deref().expect("not stdin");
+        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open {path}"), e))?;
+        let base = Path::new(path)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.to_string());
+        let opts = mk_opts(&base, &base);
+        let abs = std::fs::canonicalize(path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| path.to_string());
+        backup::backup(
+            &mut repo,
+            f,
+            &opts,
+            || Ok(Source::File { path: abs }),
+            report,
+        )
+    };
+    bar.finish();
+    let r = result?;
+    if ctx.cli.json {
+        return print_json(&r);
+    }
+    let st = &r.stats;
+    let secs = r.snapshot.duration_ms as f64 / 1000.0;
+    ctx.say(format!(
+        "snapshot {} saved: {} read, {} new in {} chunks of {} ({} packs), {:.1}s, {}/s",
+        r.snapshot_id.short(),
+        human(st.bytes_read),
+        human(st.new_bytes),
+        st.new_chunks,
+        st.chunks,
+        st.packs_written,
+        secs,
+        human((st.bytes_read as f64 / secs.max(0.001)) as u64)
+    ));
+    if ctx.cli.quiet {
+        return Ok(());
+    }
+    println!("{}", r.snapshot_id);
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct SnapshotJson<'a> {
+    id: String,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
+fn snapshots(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
+    let mut repo = ctx.open()?;
+    let filter = f.filter();
+    let list: Vec<SnapshotEntry> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| filter.matches(&s.snapshot))
+        .collect();
+    if ctx.cli.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|s| SnapshotJson {
+                id: s.id.to_hex(),
+                snapshot: &s.snapshot,
+            })
+            .collect();
+        return print_json(&v);
+    }
+    let mut out = std::io::stdout().lock();
+    let w = |out: &mut std::io::StdoutLock<'_>, line: String| {
+        writeln!(out, "{line}").map_err(|e| Error::io("write output", e))
+    };
+    w(
+        &mut out,
+        format!(
+            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:>10}  tags",
+            "id", "time (UTC)", "name", "host", "size", "new"
+        ),
+    )?;
+    for s in &list {
+        let sn = &s.snapshot;
+        let tags: Vec<String> = sn.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let new: u64 = sn.streams.iter().map(|x| x.new_bytes).sum();
+        w(
+            &mut out,
+            format!(
+                "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:>10}  {}",
+                s.id.short(),
+                sn.time.format("%Y-%m-%d %H:%M:%S"),
+                sn.name,
+                sn.host,
+                human(sn.total_size()),
+                human(new),
+                tags.join(",")
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
+    let mut repo = ctx.open()?;
+    let snap = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
+    let total = snap.snapshot.total_size();
+    let bar = Progress::new(ctx.cli.quiet, Some(total), "restore");
+    let report = |s: &RestoreStats| bar.update(s.bytes_written, String::new);
+    let stats = match &a.output {
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut lock);
+            restore::restore(&mut repo, &snap, a.stream.as_deref(), &mut out, report)
+        }
+        Some(path) => restore_to_file(&mut repo, &snap, a.stream.as_deref(), path, report),
+    };
+    bar.finish();
+    let stats = stats?;
+    if ctx.cli.json && a.output.is_some() {
+        return print_json(&serde_json::json!({
+            "snapshot": snap.id, "bytes": stats.bytes_written, "chunks": stats.chunks,
+            "verified": true,
+        }));
+    }
+    ctx.say(format!(
+        "restored snapshot {} ({}, {} chunks), verified",
+        snap.id.short(),
+        human(stats.bytes_written),
+        stats.chunks
+    ));
+    Ok(())
+}
+
+/// Restore into a temp file beside `path`, fsync, and rename into place only when verified.
+fn restore_to_file(
+    repo: &mut Repo,
+    snap: &SnapshotEntry,
+    stream: Option<&str>,
+    path: &Path,
+    report: impl FnMut(&RestoreStats),
+) -> Result<RestoreStats> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut rnd = [0u8; 6];
+    crate::crypto::random_bytes(&mut rnd);
+    let fname = path
+        .file_name()
+        .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.dumpvault-{}",
+        fname.to_string_lossy(),
+        hex::encode(rnd)
+    ));
+    let result = (|| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let stats = restore::restore(repo, snap, stream, &mut w, report)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e.into_error()))?;
+        f.sync_all()
+            .map_err(|e| Error::io(format!("fsync {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
+        Ok(stats)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn key(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<()> {
+    let mut repo = ctx.open()?;
+    match k {
+        KeyCmd::List => {
+            let keys = repo.list_keys()?;
+            if ctx.cli.json {
+                return print_json(&keys);
+            }
+            for k in keys {
+                let created = DateTime::from_timestamp(k.created, 0)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{} {}  {}  {}  argon2id m={}KiB t={} p={}",
+                    if k.current { "*" } else { " " },
+                    &k.id.to_hex()[..16],
+                    created,
+                    k.label,
+                    k.m_cost,
+                    k.t_cost,
+                    k.p_cost
+                );
+            }
+            Ok(())
+        }
+        KeyCmd::Add {
+            new_password_file,
+            label,
+            kdf,
+        } => {
+            let pw = ctx.new_password(new_password_file.as_deref())?;
+            if pw.is_empty() {
+                return Err(Error::InvalidInput("refusing an empty password".into()));
+            }
+            let id = repo.add_key(pw.as_bytes(), kdf.params(), label.as_deref())?;
+            if ctx.cli.json {
+                return print_json(&serde_json::json!({ "added": id }));
+            }
+            ctx.say(format!("added key {}", &id.to_hex()[..16]));
+            Ok(())
+        }
+        KeyCmd::Remove { id } => {
+            let removed = repo.remove_key(id)?;
+            if ctx.cli.json {
+                return print_json(&serde_json::json!({ "removed": removed }));
+            }
+            ctx.say(format!("removed key {}", &removed.to_hex()[..16]));
+            Ok(())
+        }
+        KeyCmd::Passwd {
+            new_password_file,
+            kdf,
+        } => {
+            let pw = ctx.new_password(new_password_file.as_deref())?;
+            if pw.is_empty() {
+                return Err(Error::InvalidInput("refusing an empty password".into()));
+            }
+            let id = repo.change_password(pw.as_bytes(), kdf.params())?;
+            if ctx.cli.json {
+                return print_json(&serde_json::json!({ "key": id }));
+            }
+            ctx.say(format!("password changed; new key {}", &id.to_hex()[..16]));
+            Ok(())
+        }
+    }
+}
+
+/// Bytes in binary units, for people.
+pub fn human(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}

@@ -1,0 +1,74 @@
+//! Where passwords come from, in order: `DUMPVAULT_PASSWORD`, `--password-file`,
+//! `--password-command`, then a prompt on the terminal. Passwords are zeroized on drop.
+
+use std::process::{Command, Stdio};
+
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+pub struct Sources<'a> {
+    pub env_var: &'a str,
+    pub file: Option<&'a std::path::Path>,
+    pub command: Option<&'a str>,
+    pub prompt: &'a str,
+    /// Ask twice on a terminal (for new passwords).
+    pub confirm: bool,
+}
+
+fn trim_newline(mut s: String) -> Zeroizing<String> {
+    while s.ends_with('\n') || s.ends_with('\r') {
+        s.pop();
+    }
+    Zeroizing::new(s)
+}
+
+pub fn get(src: &Sources<'_>) -> Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var(src.env_var) {
+        return Ok(Zeroizing::new(p));
+    }
+    if let Some(f) = src.file {
+        let s = std::fs::read_to_string(f)
+            .map_err(|e| Error::io(format!("read password file {}", f.display()), e))?;
+        return Ok(trim_newline(s));
+    }
+    if let Some(cmd) = src.command {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| Error::io("run password command", e))?;
+        if !out.status.success() {
+            return Err(Error::InvalidInput(format!(
+                "password command failed ({})",
+                out.status
+            )));
+        }
+        let s = String::from_utf8(out.stdout)
+            .map_err(|_| Error::InvalidInput("password command printed non-UTF-8".into()))?;
+        return Ok(trim_newline(s));
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        || std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        let p = Zeroizing::new(
+            rpassword::prompt_password(src.prompt).map_err(|e| Error::io("read password", e))?,
+        );
+        if src.confirm {
+            let again = Zeroizing::new(
+                rpassword::prompt_password("Repeat password: ")
+                    .map_err(|e| Error::io("read password", e))?,
+            );
+            if *again != *p {
+                return Err(Error::InvalidInput("passwords do not match".into()));
+            }
+        }
+        return Ok(p);
+    }
+    Err(Error::InvalidInput(format!(
+        "no password: set {}, or pass a password file or command",
+        src.env_var
+    )))
+}

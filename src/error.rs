@@ -1,0 +1,165 @@
+//! The library's error type. Every failure a user can meet has a variant, and every variant maps
+//! to one documented process exit code (`Error::exit_code`), so scripts can tell a wrong password
+//! from a corrupt pack from a failed `pg_dump`.
+
+use std::fmt;
+
+/// What kind of stored object an error is about. Used to name damaged objects precisely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectKind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Config,
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Lock,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "config",
+            ObjectKind::Key => "key",
+            ObjectKind::Pack => "pack",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Lock => "lock",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A stored object failed authentication, parsing, or its content hash. `what` names the
+    /// object (kind and id), `detail` says what was wrong with it.
+    #[error("corrupt {kind} {id}: {detail}")]
+    Corrupt {
+        kind: ObjectKind,
+        id: String,
+        detail: String,
+    },
+    /// A blob (chunk or chunk list) failed verification.
+    #[error("corrupt chunk {chunk} in pack {pack}: {detail}")]
+    CorruptBlob {
+        chunk: String,
+        pack: String,
+        detail: String,
+    },
+    /// The restored stream's whole-stream hash or size disagrees with the snapshot.
+    #[error("restored stream does not match snapshot {snapshot}: {detail}")]
+    StreamMismatch { snapshot: String, detail: String },
+    #[error("no key file of this repository opens with the given password")]
+    WrongPassword,
+    #[error("no dumpvault repository at {0}")]
+    NoRepository(String),
+    #[error("a repository already exists at {0}")]
+    RepositoryExists(String),
+    #[error(
+        "repository format version {found} is newer than this dumpvault supports ({supported}); upgrade dumpvault"
+    )]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("repository requires features this dumpvault does not know (flags {0:#x}); upgrade dumpvault")]
+    UnsupportedFeatures(u64),
+    #[error("repository is locked: {0}")]
+    LockHeld(String),
+    #[error("producer failed: {0}")]
+    ProducerFailed(String),
+    #[error("input is empty (pass --allow-empty to store an empty stream)")]
+    EmptyInput,
+    #[error("interrupted by signal; no snapshot was written")]
+    Interrupted,
+    #[error("no snapshot matches {0}")]
+    SnapshotNotFound(String),
+    #[error("object {kind} {id} not found")]
+    ObjectNotFound { kind: ObjectKind, id: String },
+    #[error("key parameters refused: {0}")]
+    WeakKeyParameters(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage backend: {0}")]
+    Backend(String),
+    #[error("cache: {0}")]
+    Cache(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Documented exit codes (README, "Exit codes"). Keep this table and the README in step.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const NO_REPOSITORY: i32 = 3;
+    pub const WRONG_PASSWORD: i32 = 4;
+    pub const LOCK_HELD: i32 = 5;
+    pub const PRODUCER_FAILED: i32 = 6;
+    pub const CORRUPT: i32 = 7;
+    pub const UNSUPPORTED_VERSION: i32 = 8;
+    pub const NOT_FOUND: i32 = 9;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+impl Error {
+    pub fn corrupt(kind: ObjectKind, id: impl fmt::Display, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            kind,
+            id: id.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Corrupt { .. } | Error::CorruptBlob { .. } | Error::StreamMismatch { .. } => {
+                exit::CORRUPT
+            }
+            Error::WrongPassword | Error::WeakKeyParameters(_) => exit::WRONG_PASSWORD,
+            Error::NoRepository(_) => exit::NO_REPOSITORY,
+            Error::UnsupportedVersion { .. } | Error::UnsupportedFeatures(_) => {
+                exit::UNSUPPORTED_VERSION
+            }
+            Error::LockHeld(_) => exit::LOCK_HELD,
+            Error::ProducerFailed(_) | Error::EmptyInput => exit::PRODUCER_FAILED,
+            Error::Interrupted => exit::INTERRUPTED,
+            Error::SnapshotNotFound(_) | Error::ObjectNotFound { .. } => exit::NOT_FOUND,
+            Error::InvalidInput(_) => exit::USAGE,
+            Error::RepositoryExists(_)
+            | Error::Io { .. }
+            | Error::Backend(_)
+            | Error::Cache(_) => exit::ERROR,
+        }
+    }
+
+    /// True for the errors that mean "the stored data is damaged".
+    pub fn is_corruption(&self) -> bool {
+        self.exit_code() == exit::CORRUPT
+    }
+}

@@ -1,0 +1,226 @@
+//! Repository locks. Backups take a shared lock; operations that delete (prune, key removal of
+//! data) take an exclusive one. A lock is an enveloped object in `locks/`, refreshed (rewritten
+//! under a new name, old one deleted) every `REFRESH` by a background thread while held.
+//!
+//! A lock is stale, and ignored, when its `refreshed` time is older than `STALE`, or when it
+//! was taken on this host by a process that no longer exists. `unlock` removes only stale
+//! locks unless told otherwise, so clearing can never break a live process on another host
+//! that keeps refreshing.
+//!
+//! Acquisition: list, check for conflicts, write ours, list again and re-check (so two
+//! processes racing both see each other; at worst both back off).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::backend::Backend;
+use crate::crypto::MasterKey;
+use crate::error::{Error, ObjectKind, Result};
+use crate::format::{envelope, lock::LockInfo};
+use crate::id::ObjectId;
+
+pub const REFRESH: Duration = Duration::from_secs(5 * 60);
+pub const STALE: Duration = Duration::from_secs(30 * 60);
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+pub fn is_stale(l: &LockInfo) -> bool {
+    let age = Utc::now().signed_duration_since(l.refreshed);
+    if age.to_std().is_ok_and(|a| a > STALE) {
+        return true;
+    }
+    l.host == hostname() && l.pid != std::process::id() && !pid_alive(l.pid)
+}
+
+/// Every lock in the repository with its parsed content (unreadable locks are reported as
+/// errors in the list so `unlock` can still remove them).
+pub fn list_locks(
+    backend: &dyn Backend,
+    key: &MasterKey,
+) -> Result<Vec<(String, Result<LockInfo>)>> {
+    let mut out = Vec::new();
+    for (name, _) in backend.list(ObjectKind::Lock)? {
+        let parsed = match backend.get(ObjectKind::Lock, &name) {
+            Ok(bytes) => {
+                let id = ObjectId::of(&bytes);
+                envelope::open(key, ObjectKind::Lock, &id, &bytes)
+                    .and_then(|p| crate::format::lock::decode(&id, &p))
+            }
+            // Deleted between list and get: its holder released it.
+            Err(Error::ObjectNotFound { .. }) => continue,
+            Err(e) => Err(e),
+        };
+        out.push((name, parsed));
+    }
+    Ok(out)
+}
+
+fn conflicts(backend: &dyn Backend, key: &MasterKey, exclusive: bool, ours: Option<&str>) -> Result<()> {
+    for (name, l) in list_locks(backend, key)? {
+        if Some(name.as_str()) == ours {
+            continue;
+        }
+        let Ok(l) = l else { continue };
+        if is_stale(&l) {
+            continue;
+        }
+        if exclusive || l.exclusive {
+            return Err(Error::LockHeld(format!(
+                "{} lock by {} (pid {}) on {} since {} ({}); if that process is gone, run `dumpvault unlock`",
+                if l.exclusive { "exclusive" } else { "shared" },
+                l.operation,
+                l.pid,
+                l.host,
+                l.created.format("%Y-%m-%d %H:%M:%S UTC"),
+                &name[..8]
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
+    let bytes = envelope::seal(key, ObjectKind::Lock, &crate::format::lock::encode(info));
+    let name = ObjectId::of(&bytes).to_hex();
+    backend.put(ObjectKind::Lock, &name, &bytes)?;
+    Ok(name)
+}
+
+pub struct LockGuard {
+    backend: Arc<dyn Backend>,
+    name: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+impl LockGuard {
+    pub fn acquire(
+        backend: Arc<dyn Backend>,
+        key: &MasterKey,
+        exclusive: bool,
+        operation: &str,
+    ) -> Result<LockGuard> {
+        conflicts(backend.as_ref(), key, exclusive, None)?;
+        let now = Utc::now();
+        let mut info = LockInfo {
+            host: hostname(),
+            pid: std::process::id(),
+            exclusive,
+            created: now,
+            refreshed: now,
+            operation: operation.to_string(),
+        };
+        let name = write_lock(backend.as_ref(), key, &info)?;
+        crate::signals::register_lock(Arc::clone(&backend), &name);
+        if let Err(e) = conflicts(backend.as_ref(), key, exclusive, Some(&name)) {
+            let _ = backend.delete(ObjectKind::Lock, &name);
+            crate::signals::unregister_lock(&name);
+            return Err(e);
+        }
+        let name = Arc::new(Mutex::new(name));
+        let stop = Arc::new(AtomicBool::new(false));
+        let refresher = {
+            let (backend, name, stop, key) =
+                (Arc::clone(&backend), Arc::clone(&name), Arc::clone(&stop), key.clone());
+            std::thread::Builder::new()
+                .name("lock-refresh".into())
+                .spawn(move || {
+                    let mut waited = Duration::ZERO;
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        waited += Duration::from_millis(200);
+                        if waited < REFRESH {
+                            continue;
+                        }
+                        waited = Duration::ZERO;
+                        info.refreshed = Utc::now();
+                        if let Ok(new) = write_lock(backend.as_ref(), &key, &info) {
+                            let mut cur = name.lock().unwrap_or_else(|p| p.into_inner());
+                            crate::signals::register_lock(Arc::clone(&backend), &new);
+                            let _ = backend.delete(ObjectKind::Lock, &cur);
+                            crate::signals::unregister_lock(&cur);
+                            *cur = new;
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("spawn lock refresher", e))?
+        };
+        Ok(LockGuard {
+            backend,
+            name,
+            stop,
+            refresher: Some(refresher),
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let name = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = self.backend.delete(ObjectKind::Lock, &name);
+        crate::signals::unregister_lock(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    #[test]
+    fn shared_locks_coexist_exclusive_conflicts() {
+        let b: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+        let k = MasterKey::generate();
+        let s1 = LockGuard::acquire(Arc::clone(&b), &k, false, "backup").unwrap();
+        let s2 = LockGuard::acquire(Arc::clone(&b), &k, false, "backup").unwrap();
+        assert!(matches!(
+            LockGuard::acquire(Arc::clone(&b), &k, true, "prune"),
+            Err(Error::LockHeld(_))
+        ));
+        drop((s1, s2));
+        assert!(b.list(ObjectKind::Lock).unwrap().is_empty(), "drop releases");
+        let x = LockGuard::acquire(Arc::clone(&b), &k, true, "prune").unwrap();
+        assert!(LockGuard::acquire(Arc::clone(&b), &k, false, "backup").is_err());
+        drop(x);
+    }
+
+    #[test]
+    fn stale_locks_are_ignored() {
+        let b: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+        let k = MasterKey::generate();
+        let old = Utc::now() - chrono::Duration::hours(2);
+        let dead = LockInfo {
+            host: "elsewhere".into(),
+            pid: 1,
+            exclusive: true,
+            created: old,
+            refreshed: old,
+            operation: "prune".into(),
+        };
+        write_lock(b.as_ref(), &k, &dead).unwrap();
+        LockGuard::acquire(Arc::clone(&b), &k, false, "backup").unwrap();
+    }
+}

@@ -1,0 +1,6 @@
+//! User-level operations, each a function over an open `Repo`. They report through return
+//! values (and an optional progress callback), never by printing: the CLI decides the output.
+
+pub mod backup;
+pub mod restore;
+pub mod stats;

@@ -1,0 +1,47 @@
+//! `stats`: what the repository holds and what it costs.
+
+use serde::Serialize;
+
+use crate::error::{ObjectKind, Result};
+use crate::repo::Repo;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RepoStats {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    pub index_files: usize,
+    pub blobs: usize,
+    /// Sum of the plaintext sizes of all snapshots' streams.
+    pub logical_bytes: u64,
+    /// logical_bytes / pack_bytes.
+    pub dedup_ratio: f64,
+    pub chunker: [u32; 3],
+    pub pack_target: u32,
+    pub format_version: u32,
+}
+
+pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
+    let packs = repo.backend.list(ObjectKind::Pack)?;
+    let index_files = repo.backend.list(ObjectKind::Index)?.len();
+    let snaps = repo.snapshots()?;
+    let blobs = repo.index()?.len();
+    let pack_bytes: u64 = packs.iter().map(|(_, s)| s).sum();
+    let logical_bytes: u64 = snaps.iter().map(|s| s.snapshot.total_size()).sum();
+    Ok(RepoStats {
+        snapshots: snaps.len(),
+        packs: packs.len(),
+        pack_bytes,
+        index_files,
+        blobs,
+        logical_bytes,
+        dedup_ratio: if pack_bytes == 0 {
+            0.0
+        } else {
+            logical_bytes as f64 / pack_bytes as f64
+        },
+        chunker: [repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max],
+        pack_target: repo.config.pack_target,
+        format_version: repo.config.version,
+    })
+}

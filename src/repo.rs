@@ -1,0 +1,461 @@
+//! An open repository: the backend, the config, the unwrapped master key, the index (loaded on
+//! demand through the cache) and the snapshots. Every read of a named object checks that the
+//! name is the BLAKE3 of the bytes before anything else looks at them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::cache::Cache;
+use crate::chunker::{self, ChunkerParams};
+use crate::crypto::{KdfParams, MasterKey};
+use crate::error::{Error, ObjectKind, Result};
+use crate::format::config::Config;
+use crate::format::index::IndexFile;
+use crate::format::keyfile::KeyFile;
+use crate::format::{envelope, FORMAT_VERSION};
+use crate::id::{ChunkId, ObjectId};
+use crate::index::Index;
+use crate::lock::LockGuard;
+use crate::snapshot::{Filter, Snapshot, SnapshotEntry};
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunk_min: u32,
+    pub chunk_avg: u32,
+    pub chunk_max: u32,
+    pub pack_target: u32,
+    pub zstd_level: i32,
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunk_min: chunker::DEFAULT_MIN,
+            chunk_avg: chunker::DEFAULT_AVG,
+            chunk_max: chunker::DEFAULT_MAX,
+            pack_target: 16 * 1024 * 1024,
+            zstd_level: 3,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Directory for the metadata cache; `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A key file as `key list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub id: ObjectId,
+    pub label: String,
+    pub created: i64,
+    pub current: bool,
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+pub struct Repo {
+    pub backend: Arc<dyn Backend>,
+    pub config: Config,
+    pub key: MasterKey,
+    pub key_id: ObjectId,
+    cache: Option<Cache>,
+    pub(crate) index: Option<Index>,
+}
+
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn label() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    format!("{user}@{}", crate::lock::hostname())
+}
+
+/// Fetch a named object and check its name is the BLAKE3 of its bytes.
+pub fn get_verified(backend: &dyn Backend, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
+    let bytes = backend.get(kind, &id.to_hex())?;
+    if ObjectId::of(&bytes) != *id {
+        return Err(Error::corrupt(kind, id, "content does not hash to its name"));
+    }
+    Ok(bytes)
+}
+
+/// Names of objects of a kind, parsed as ids; names that are not ids are ignored.
+pub fn list_ids(backend: &dyn Backend, kind: ObjectKind) -> Result<Vec<ObjectId>> {
+    Ok(backend
+        .list(kind)?
+        .into_iter()
+        .filter_map(|(n, _)| n.parse().ok())
+        .collect())
+}
+
+/// Read and parse the config without a key (version and feature checks only).
+pub fn read_config(backend: &dyn Backend) -> Result<(Vec<u8>, Config)> {
+    let bytes = match backend.get(ObjectKind::Config, "config") {
+        Ok(b) => b,
+        Err(Error::ObjectNotFound { .. }) => {
+            return Err(Error::NoRepository(backend.location()));
+        }
+        Err(e) => return Err(e),
+    };
+    let c = Config::decode(&bytes)?;
+    Ok((bytes, c))
+}
+
+impl Repo {
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repo> {
+        if backend.exists()? {
+            return Err(Error::RepositoryExists(backend.location()));
+        }
+        let mut repo_id = [0u8; 32];
+        crate::crypto::random_bytes(&mut repo_id);
+        let config = Config {
+            version: FORMAT_VERSION,
+            incompat: 0,
+            ro_compat: 0,
+            compat: 0,
+            repo_id,
+            chunk_min: opts.chunk_min,
+            chunk_avg: opts.chunk_avg,
+            chunk_max: opts.chunk_max,
+            pack_target: opts.pack_target,
+            zstd_level: opts.zstd_level,
+            created: now_unix(),
+        };
+        config.validate().map_err(Error::InvalidInput)?;
+        opts.kdf.check()?;
+        backend.create()?;
+        let key = MasterKey::generate();
+        let kf = KeyFile::create(&key, repo_id, password, opts.kdf, &label(), now_unix())?;
+        let kbytes = kf.encode();
+        let key_id = ObjectId::of(&kbytes);
+        backend.put(ObjectKind::Key, &key_id.to_hex(), &kbytes)?;
+        // The config goes last: its presence is what makes the directory a repository.
+        backend.put(ObjectKind::Config, "config", &config.encode(&key))?;
+        Ok(Repo {
+            backend,
+            config,
+            key,
+            key_id,
+            cache: None,
+            index: Some(Index::default()),
+        })
+    }
+
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8], opts: &OpenOptions) -> Result<Repo> {
+        let (cbytes, config) = read_config(backend.as_ref())?;
+        let keys = list_ids(backend.as_ref(), ObjectKind::Key)?;
+        if keys.is_empty() {
+            return Err(Error::corrupt(ObjectKind::Key, "-", "the repository has no key files"));
+        }
+        let mut opened = None;
+        let mut first_err = None;
+        for id in keys {
+            let kf = match get_verified(backend.as_ref(), ObjectKind::Key, &id)
+                .and_then(|b| KeyFile::decode(&id, &b))
+            {
+                Ok(kf) => kf,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            if kf.repo_id != config.repo_id {
+                continue;
+            }
+            match kf.unwrap(password) {
+                Ok(Some(k)) => {
+                    opened = Some((id, k));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let Some((key_id, key)) = opened else {
+            // A key file refused for weak parameters is worth saying; otherwise: wrong password.
+            return Err(match first_err {
+                Some(e @ Error::WeakKeyParameters(_)) => e,
+                _ => Error::WrongPassword,
+            });
+        };
+        Config::verify_mac(&cbytes, &key)?;
+        let cache = opts.cache_dir.as_ref().and_then(|d| match Cache::open(d, &config.repo_id) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("dumpvault: warning: cache unavailable, continuing without it: {e}");
+                None
+            }
+        });
+        Ok(Repo {
+            backend,
+            config,
+            key,
+            key_id,
+            cache,
+            index: None,
+        })
+    }
+
+    pub fn chunker_params(&self) -> ChunkerParams {
+        ChunkerParams {
+            min: self.config.chunk_min,
+            avg: self.config.chunk_avg,
+            max: self.config.chunk_max,
+            seed: self.key.chunker_seed,
+        }
+    }
+
+    pub fn read_index_file(&self, id: &ObjectId) -> Result<IndexFile> {
+        let bytes = get_verified(self.backend.as_ref(), ObjectKind::Index, id)?;
+        let plain = envelope::open(&self.key, ObjectKind::Index, id, &bytes)?;
+        IndexFile::decode(id, &plain)
+    }
+
+    /// Load the index (once), through the cache when there is one.
+    pub fn index(&mut self) -> Result<&Index> {
+        if self.index.is_none() {
+            let remote = list_ids(self.backend.as_ref(), ObjectKind::Index)?;
+            let mut index = Index::default();
+            let via_cache = match self.cache.as_mut() {
+                Some(cache) => {
+                    let backend = Arc::clone(&self.backend);
+                    let key = self.key.clone();
+                    let fetch = |id: &ObjectId| {
+                        let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
+                        let plain = envelope::open(&key, ObjectKind::Index, id, &bytes)?;
+                        IndexFile::decode(id, &plain)
+                    };
+                    match cache.sync_index(&remote, fetch) {
+                        Ok(_) => cache.load_index(&mut index).is_ok(),
+                        Err(e @ (Error::Cache(_) | Error::Io { .. })) => {
+                            eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
+                            false
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                None => false,
+            };
+            if !via_cache {
+                index = Index::default();
+                for id in &remote {
+                    index.add_file(&self.read_index_file(id)?);
+                }
+            }
+            self.index = Some(index);
+        }
+        Ok(self.index.as_ref().expect("loaded above"))
+    }
+
+    /// Write an index file; it is recorded in the cache and the loaded index too.
+    pub fn write_index_file(&mut self, file: &IndexFile) -> Result<ObjectId> {
+        let bytes = envelope::seal(&self.key, ObjectKind::Index, &file.encode());
+        let id = ObjectId::of(&bytes);
+        self.backend.put(ObjectKind::Index, &id.to_hex(), &bytes)?;
+        if let Some(c) = self.cache.as_mut() {
+            if let Err(e) = c.add_index_file(&id, file) {
+                eprintln!("dumpvault: warning: cache: {e}");
+            }
+        }
+        if let Some(ix) = self.index.as_mut() {
+            ix.add_file(file);
+        }
+        Ok(id)
+    }
+
+    pub fn write_snapshot(&self, s: &Snapshot) -> Result<ObjectId> {
+        let plain = crate::format::snapshot::encode(s);
+        let bytes = envelope::seal(&self.key, ObjectKind::Snapshot, &plain);
+        let id = ObjectId::of(&bytes);
+        self.backend.put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn read_snapshot(&self, id: &ObjectId) -> Result<Snapshot> {
+        let bytes = get_verified(self.backend.as_ref(), ObjectKind::Snapshot, id)?;
+        let plain = envelope::open(&self.key, ObjectKind::Snapshot, id, &bytes)?;
+        crate::format::snapshot::decode(id, &plain)
+    }
+
+    /// All snapshots, oldest first (ties broken by id).
+    pub fn snapshots(&mut self) -> Result<Vec<SnapshotEntry>> {
+        let remote = list_ids(self.backend.as_ref(), ObjectKind::Snapshot)?;
+        let mut all = None;
+        if let Some(cache) = self.cache.as_mut() {
+            let backend = Arc::clone(&self.backend);
+            let key = self.key.clone();
+            let fetch = |id: &ObjectId| {
+                let bytes = get_verified(backend.as_ref(), ObjectKind::Snapshot, id)?;
+                let plain = envelope::open(&key, ObjectKind::Snapshot, id, &bytes)?;
+                crate::format::snapshot::decode(id, &plain)
+            };
+            match cache.sync_snapshots(&remote, fetch) {
+                Ok(v) => all = Some(v),
+                Err(e @ Error::Cache(_)) => eprintln!("dumpvault: warning: cache: {e}"),
+                Err(e) => return Err(e),
+            }
+        }
+        let mut all = match all {
+            Some(v) => v,
+            None => remote
+                .iter()
+                .map(|id| {
+                    Ok(SnapshotEntry {
+                        id: *id,
+                        snapshot: self.read_snapshot(id)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
+        all.sort_by(|a, b| (a.snapshot.time, a.id).cmp(&(b.snapshot.time, b.id)));
+        Ok(all)
+    }
+
+    /// Resolve `latest` (newest matching `filter`) or an id / unique id prefix.
+    pub fn find_snapshot(&mut self, spec: &str, filter: &Filter) -> Result<SnapshotEntry> {
+        let all = self.snapshots()?;
+        let matching = all.into_iter().filter(|s| filter.matches(&s.snapshot));
+        if spec == "latest" {
+            return matching
+                .last()
+                .ok_or_else(|| Error::SnapshotNotFound(describe(spec, filter)));
+        }
+        if spec.len() < 4 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "snapshot {spec:?}: give `latest` or at least 4 hex digits of an id"
+            )));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let found: Vec<_> = matching.filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+        match found.len() {
+            1 => Ok(found.into_iter().next().expect("one")),
+            0 => Err(Error::SnapshotNotFound(describe(spec, filter))),
+            n => Err(Error::InvalidInput(format!(
+                "snapshot prefix {spec:?} is ambiguous ({n} matches)"
+            ))),
+        }
+    }
+
+    /// Read, open and verify one blob.
+    pub fn read_blob(&self, index: &Index, id: &ChunkId) -> Result<Vec<u8>> {
+        let (pack, e) = index.get(id).ok_or_else(|| Error::CorruptBlob {
+            chunk: id.to_hex(),
+            pack: "-".into(),
+            detail: "not in the index (missing from the repository)".into(),
+        })?;
+        let sealed = self.backend.get_range(
+            ObjectKind::Pack,
+            &pack.to_hex(),
+            e.offset as u64,
+            e.stored_len as u64,
+        )?;
+        crate::pack::open_blob(&self.key, &pack, &e, sealed)
+    }
+
+    pub fn lock(&self, exclusive: bool, operation: &str) -> Result<LockGuard> {
+        if exclusive || operation != "restore" {
+            self.config.check_writable()?;
+        }
+        LockGuard::acquire(Arc::clone(&self.backend), &self.key, exclusive, operation)
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let mut out = Vec::new();
+        for id in list_ids(self.backend.as_ref(), ObjectKind::Key)? {
+            let kf = get_verified(self.backend.as_ref(), ObjectKind::Key, &id)
+                .and_then(|b| KeyFile::decode(&id, &b))?;
+            out.push(KeyInfo {
+                id,
+                label: kf.label,
+                created: kf.created,
+                current: id == self.key_id,
+                m_cost: kf.kdf.m_cost,
+                t_cost: kf.kdf.t_cost,
+                p_cost: kf.kdf.p_cost,
+            });
+        }
+        out.sort_by_key(|k| (k.created, k.id));
+        Ok(out)
+    }
+
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, label: Option<&str>) -> Result<ObjectId> {
+        self.config.check_writable()?;
+        let kf = KeyFile::create(
+            &self.key,
+            self.config.repo_id,
+            password,
+            kdf,
+            &label.map(str::to_string).unwrap_or_else(self::label),
+            now_unix(),
+        )?;
+        let bytes = kf.encode();
+        let id = ObjectId::of(&bytes);
+        self.backend.put(ObjectKind::Key, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    /// Remove a key file by id or unique prefix. The last key, and the key this session opened
+    /// with, cannot be removed (the latter so a typo cannot lock the caller out).
+    pub fn remove_key(&self, spec: &str) -> Result<ObjectId> {
+        self.config.check_writable()?;
+        let keys = self.list_keys()?;
+        let found: Vec<_> = keys
+            .iter()
+            .filter(|k| k.id.to_hex().starts_with(&spec.to_ascii_lowercase()))
+            .collect();
+        let k = match (spec.len() >= 4, found.as_slice()) {
+            (true, [k]) => *k,
+            (true, []) => return Err(Error::InvalidInput(format!("no key file matches {spec:?}"))),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "key id {spec:?} is ambiguous or too short"
+                )))
+            }
+        };
+        if keys.len() == 1 {
+            return Err(Error::InvalidInput(
+                "refusing to remove the last key: the repository would be unreadable".into(),
+            ));
+        }
+        if k.current {
+            return Err(Error::InvalidInput(
+                "refusing to remove the key this command was opened with; open with another password, or use `key passwd`".into(),
+            ));
+        }
+        self.backend.delete(ObjectKind::Key, &k.id.to_hex())?;
+        Ok(k.id)
+    }
+
+    /// Replace the current key file by one for `new_password` (added first, then the old one
+    /// removed, so a crash leaves both, never neither).
+    pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<ObjectId> {
+        let new = self.add_key(new_password, kdf, None)?;
+        self.backend.delete(ObjectKind::Key, &self.key_id.to_hex())?;
+        self.key_id = new;
+        Ok(new)
+    }
+}
+
+fn describe(spec: &str, f: &Filter) -> String {
+    let mut s = spec.to_string();
+    if let Some(n) = &f.name {
+        s += &format!(" --name {n}");
+    }
+    if let Some(h) = &f.host {
+        s += &format!(" --host {h}");
+    }
+    for (k, v) in &f.tags {
+        s += &format!(" --tag {k}={v}");
+    }
+    s
+}
