@@ -101,6 +101,17 @@ mod tests {
         );
     }
 
+    /// Chunk IDs are BLAKE3 keyed mode; cross-checked with the Python `blake3` package
+    /// (`blake3(data, key=key)`) and printed in format-spec/ (known-answer vectors).
+    #[test]
+    fn chunk_id_known_answer() {
+        let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+        assert_eq!(
+            ChunkId::compute(&key, b"hello, dumpvault").to_hex(),
+            "505f0d75c5445e4234c26e3bdde3c49b233b060e26f96791f3e674dc1903582d"
+        );
+    }
+
     #[test]
     fn hex_round_trip_and_rejects_bad_input() {
         let id = ObjectId::of(b"abc");
