@@ -69,7 +69,9 @@ impl Cache {
         )
         .map_err(ce)?;
         let v: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(ce)?;
         match v {
@@ -101,15 +103,20 @@ impl Cache {
         fetch: impl Fn(&ObjectId) -> Result<IndexFile>,
     ) -> Result<usize> {
         let cached: HashSet<String> = {
-            let mut st = self.conn.prepare("SELECT id FROM index_files").map_err(ce)?;
+            let mut st = self
+                .conn
+                .prepare("SELECT id FROM index_files")
+                .map_err(ce)?;
             let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(ce)?;
             rows.collect::<std::result::Result<_, _>>().map_err(ce)?
         };
         let remote_set: HashSet<String> = remote.iter().map(|i| i.to_hex()).collect();
         let tx = self.conn.transaction().map_err(ce)?;
         for gone in cached.difference(&remote_set) {
-            tx.execute("DELETE FROM blobs WHERE index_file = ?1", [gone]).map_err(ce)?;
-            tx.execute("DELETE FROM index_files WHERE id = ?1", [gone]).map_err(ce)?;
+            tx.execute("DELETE FROM blobs WHERE index_file = ?1", [gone])
+                .map_err(ce)?;
+            tx.execute("DELETE FROM index_files WHERE id = ?1", [gone])
+                .map_err(ce)?;
         }
         let mut fetched = 0;
         for id in remote {
@@ -163,7 +170,10 @@ impl Cache {
     ) -> Result<Vec<SnapshotEntry>> {
         let remote_set: HashSet<String> = remote.iter().map(|i| i.to_hex()).collect();
         let cached: Vec<(String, String)> = {
-            let mut st = self.conn.prepare("SELECT id, json FROM snapshots").map_err(ce)?;
+            let mut st = self
+                .conn
+                .prepare("SELECT id, json FROM snapshots")
+                .map_err(ce)?;
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(ce)?;
@@ -174,7 +184,8 @@ impl Cache {
         let mut have = HashSet::new();
         for (id, json) in cached {
             if !remote_set.contains(&id) {
-                tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id]).map_err(ce)?;
+                tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id])
+                    .map_err(ce)?;
                 continue;
             }
             match serde_json::from_str::<Snapshot>(&json) {
@@ -186,7 +197,8 @@ impl Cache {
                     });
                 }
                 Err(_) => {
-                    tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id]).map_err(ce)?;
+                    tx.execute("DELETE FROM snapshots WHERE id = ?1", [&id])
+                        .map_err(ce)?;
                 }
             }
         }
@@ -202,7 +214,10 @@ impl Cache {
                 params![hex, json],
             )
             .map_err(ce)?;
-            out.push(SnapshotEntry { id: *id, snapshot: s });
+            out.push(SnapshotEntry {
+                id: *id,
+                snapshot: s,
+            });
         }
         tx.commit().map_err(ce)?;
         Ok(out)

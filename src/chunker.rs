@@ -102,8 +102,14 @@ impl<R: Read> Chunker<R> {
         let mut chunks = Vec::new();
         let mut pos = 0usize;
         {
-            let cdc =
-                FastCDC::with_level_and_seed(&buf, p.min, p.avg, p.max, Normalization::Level1, p.seed);
+            let cdc = FastCDC::with_level_and_seed(
+                &buf,
+                p.min,
+                p.avg,
+                p.max,
+                Normalization::Level1,
+                p.seed,
+            );
             while pos < buf.len() {
                 let remaining = buf.len() - pos;
                 if !self.eof && remaining < p.max as usize {

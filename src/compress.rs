@@ -64,7 +64,9 @@ mod tests {
         let c = compress(3, &text).unwrap();
         assert!(c.len() < text.len());
         assert_eq!(decompress(Compression::Zstd, c, text.len()).unwrap(), text);
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         assert!(compress(3, &noise).is_none_or(|c| c.len() < noise.len()));
     }
 

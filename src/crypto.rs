@@ -218,7 +218,10 @@ mod tests {
     #[test]
     fn nonces_are_fresh() {
         let k = MasterKey::generate();
-        assert_ne!(k.seal(b"", b"x")[..NONCE_LEN], k.seal(b"", b"x")[..NONCE_LEN]);
+        assert_ne!(
+            k.seal(b"", b"x")[..NONCE_LEN],
+            k.seal(b"", b"x")[..NONCE_LEN]
+        );
     }
 
     /// Known-answer test, also printed in format-spec/ (section "Known-answer vectors").
@@ -232,7 +235,10 @@ mod tests {
             KAT_SEALED,
             "XChaCha20-Poly1305 known answer changed"
         );
-        assert_eq!(open(&key, b"dumpvault", &sealed).unwrap(), b"hello, dumpvault");
+        assert_eq!(
+            open(&key, b"dumpvault", &sealed).unwrap(),
+            b"hello, dumpvault"
+        );
     }
     /// Cross-checked against PyCryptodome's XChaCha20-Poly1305.
     const KAT_SEALED: &str = "404142434445464748494a4b4c4d4e4f5051525354555657bc5c691cbfcc5972fa99f7c8cee909e6fcfb7b7b0c86c09ef66b89ebc0efe48f";

@@ -151,10 +151,9 @@ impl Error {
             Error::Interrupted => exit::INTERRUPTED,
             Error::SnapshotNotFound(_) | Error::ObjectNotFound { .. } => exit::NOT_FOUND,
             Error::InvalidInput(_) => exit::USAGE,
-            Error::RepositoryExists(_)
-            | Error::Io { .. }
-            | Error::Backend(_)
-            | Error::Cache(_) => exit::ERROR,
+            Error::RepositoryExists(_) | Error::Io { .. } | Error::Backend(_) | Error::Cache(_) => {
+                exit::ERROR
+            }
         }
     }
 

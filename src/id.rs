@@ -45,15 +45,17 @@ macro_rules! id_type {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
                 let mut out = [0u8; ID_LEN];
-                hex::decode_to_slice(s, &mut out).map_err(|_| {
-                    Error::InvalidInput(format!("not a 64-digit hex id: {s:?}"))
-                })?;
+                hex::decode_to_slice(s, &mut out)
+                    .map_err(|_| Error::InvalidInput(format!("not a 64-digit hex id: {s:?}")))?;
                 Ok($name(out))
             }
         }
 
         impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
                 s.serialize_str(&self.to_hex())
             }
         }
@@ -69,7 +71,10 @@ macro_rules! id_type {
     };
 }
 
-id_type!(ChunkId, "Keyed BLAKE3 of a blob's plaintext: names data chunks and chunk-list blobs.");
+id_type!(
+    ChunkId,
+    "Keyed BLAKE3 of a blob's plaintext: names data chunks and chunk-list blobs."
+);
 id_type!(ObjectId, "Unkeyed BLAKE3 of a stored object's bytes: names packs, index files, snapshots, key files and locks.");
 
 /// The pack an index entry points into is an object like any other.

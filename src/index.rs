@@ -50,7 +50,9 @@ impl Index {
             self.packs.push(pack);
         }
         // First writer wins: a duplicate blob in a later pack is redundant, not a conflict.
-        self.blobs.entry(entry.id).or_insert(Location { pack: p, entry });
+        self.blobs
+            .entry(entry.id)
+            .or_insert(Location { pack: p, entry });
     }
 
     pub fn add_file(&mut self, f: &IndexFile) {

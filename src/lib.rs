@@ -15,9 +15,9 @@
 //! and the cache; `ops` are the user-level operations; `cli` is the thin clap layer.
 
 pub mod backend;
-pub mod cli;
 pub mod cache;
 pub mod chunker;
+pub mod cli;
 pub mod compress;
 pub mod crypto;
 pub mod error;

@@ -10,7 +10,6 @@
 //! Acquisition: list, check for conflicts, write ours, list again and re-check (so two
 //! processes racing both see each other; at worst both back off).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -74,7 +73,12 @@ pub fn list_locks(
     Ok(out)
 }
 
-fn conflicts(backend: &dyn Backend, key: &MasterKey, exclusive: bool, ours: Option<&str>) -> Result<()> {
+fn conflicts(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+    ours: Option<&str>,
+) -> Result<()> {
     for (name, l) in list_locks(backend, key)? {
         if Some(name.as_str()) == ours {
             continue;
@@ -108,7 +112,8 @@ fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
     name: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes and stops the refresher.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
@@ -137,21 +142,21 @@ impl LockGuard {
             return Err(e);
         }
         let name = Arc::new(Mutex::new(name));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let refresher = {
-            let (backend, name, stop, key) =
-                (Arc::clone(&backend), Arc::clone(&name), Arc::clone(&stop), key.clone());
+            let (backend, name, stop, key) = (
+                Arc::clone(&backend),
+                Arc::clone(&name),
+                stop_rx,
+                key.clone(),
+            );
             std::thread::Builder::new()
                 .name("lock-refresh".into())
                 .spawn(move || {
-                    let mut waited = Duration::ZERO;
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(200));
-                        waited += Duration::from_millis(200);
-                        if waited < REFRESH {
-                            continue;
-                        }
-                        waited = Duration::ZERO;
+                    // Sleeps until the next refresh, or until the guard drops the sender.
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        stop.recv_timeout(REFRESH)
+                    {
                         info.refreshed = Utc::now();
                         if let Ok(new) = write_lock(backend.as_ref(), &key, &info) {
                             let mut cur = name.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,7 +172,7 @@ impl LockGuard {
         Ok(LockGuard {
             backend,
             name,
-            stop,
+            stop: Some(stop),
             refresher: Some(refresher),
         })
     }
@@ -175,7 +180,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.take();
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
@@ -201,7 +206,10 @@ mod tests {
             Err(Error::LockHeld(_))
         ));
         drop((s1, s2));
-        assert!(b.list(ObjectKind::Lock).unwrap().is_empty(), "drop releases");
+        assert!(
+            b.list(ObjectKind::Lock).unwrap().is_empty(),
+            "drop releases"
+        );
         let x = LockGuard::acquire(Arc::clone(&b), &k, true, "prune").unwrap();
         assert!(LockGuard::acquire(Arc::clone(&b), &k, false, "backup").is_err());
         drop(x);

@@ -6,8 +6,8 @@
 use crate::compress;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
-use crate::format::pack::{self as fmt, BlobEntry, BlobKind, Compression};
 use crate::format::index::IndexPack;
+use crate::format::pack::{self as fmt, BlobEntry, BlobKind, Compression};
 use crate::id::{ChunkId, ObjectId, PackId};
 
 /// A compressed and sealed blob, ready to be appended to a pack.
@@ -42,7 +42,7 @@ pub fn seal_blob(
 }
 
 /// Open, decompress and verify one sealed blob read from `pack`.
-pub fn open_blob(key: &MasterKey, pack: &PackId, e: &BlobEntry, sealed: Vec<u8>) -> Result<Vec<u8>> {
+pub fn open_blob(key: &MasterKey, pack: &PackId, e: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
     let bad = |d: String| Error::CorruptBlob {
         chunk: e.id.to_hex(),
         pack: pack.to_hex(),
@@ -52,7 +52,7 @@ pub fn open_blob(key: &MasterKey, pack: &PackId, e: &BlobEntry, sealed: Vec<u8>)
         return Err(bad("short read".into()));
     }
     let body = key
-        .open(&fmt::blob_aad(e.kind, &e.id), &sealed)
+        .open(&fmt::blob_aad(e.kind, &e.id), sealed)
         .ok_or_else(|| bad("authentication failed (tampered, truncated or misplaced)".into()))?;
     let plain = compress::decompress(e.compression, body, e.raw_len as usize).map_err(bad)?;
     if ChunkId::compute(&key.id_key, &plain) != e.id {
@@ -133,7 +133,11 @@ pub fn read_header(
     read_range: impl Fn(u64, u64) -> Result<Vec<u8>>,
 ) -> Result<Vec<BlobEntry>> {
     if pack_len < fmt::TRAILER_LEN as u64 {
-        return Err(Error::corrupt(crate::error::ObjectKind::Pack, id, "too short"));
+        return Err(Error::corrupt(
+            crate::error::ObjectKind::Pack,
+            id,
+            "too short",
+        ));
     }
     let trailer = read_range(pack_len - fmt::TRAILER_LEN as u64, fmt::TRAILER_LEN as u64)?;
     let (start, hlen) = fmt::parse_trailer(id, pack_len, &trailer)?;
@@ -162,17 +166,17 @@ mod tests {
         assert_eq!(entries, p.record.entries);
         for (e, b) in entries.iter().zip(&blobs) {
             let s = bytes[e.offset as usize..e.end() as usize].to_vec();
-            assert_eq!(&open_blob(&key, &p.record.id, e, s.clone()).unwrap(), b);
+            assert_eq!(&open_blob(&key, &p.record.id, e, &s).unwrap(), b);
             let mut t = s.clone();
             let last = t.len() - 1;
             t[last] ^= 0x80;
-            assert!(open_blob(&key, &p.record.id, e, t).is_err());
+            assert!(open_blob(&key, &p.record.id, e, &t).is_err());
         }
         // A blob moved under another id fails: AAD binds the chunk id.
         let mut moved = entries[1];
         moved.id = entries[0].id;
         let s = bytes[entries[1].offset as usize..entries[1].end() as usize].to_vec();
-        assert!(open_blob(&key, &p.record.id, &moved, s).is_err());
+        assert!(open_blob(&key, &p.record.id, &moved, &s).is_err());
         // Truncated pack: the trailer no longer parses.
         let cut = &p.bytes[..p.bytes.len() - 3];
         let rr = |o: u64, l: u64| Ok(cut[o as usize..(o + l) as usize].to_vec());

@@ -82,9 +82,32 @@ fn label() -> String {
 pub fn get_verified(backend: &dyn Backend, kind: ObjectKind, id: &ObjectId) -> Result<Vec<u8>> {
     let bytes = backend.get(kind, &id.to_hex())?;
     if ObjectId::of(&bytes) != *id {
-        return Err(Error::corrupt(kind, id, "content does not hash to its name"));
+        return Err(Error::corrupt(
+            kind,
+            id,
+            "content does not hash to its name",
+        ));
     }
     Ok(bytes)
+}
+
+/// A ranged read of a pack the index refers to: a missing pack is damage, not a usage error.
+pub fn get_pack_range(
+    backend: &dyn Backend,
+    pack: &ObjectId,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    backend
+        .get_range(ObjectKind::Pack, &pack.to_hex(), offset, len)
+        .map_err(|e| match e {
+            Error::ObjectNotFound { .. } => Error::corrupt(
+                ObjectKind::Pack,
+                pack,
+                "missing: the index refers to a pack that does not exist",
+            ),
+            e => e,
+        })
 }
 
 /// Names of objects of a kind, parsed as ids; names that are not ids are ignored.
@@ -153,10 +176,15 @@ impl Repo {
         let (cbytes, config) = read_config(backend.as_ref())?;
         let keys = list_ids(backend.as_ref(), ObjectKind::Key)?;
         if keys.is_empty() {
-            return Err(Error::corrupt(ObjectKind::Key, "-", "the repository has no key files"));
+            return Err(Error::corrupt(
+                ObjectKind::Key,
+                "-",
+                "the repository has no key files",
+            ));
         }
         let mut opened = None;
         let mut first_err = None;
+        let mut parsed = 0;
         for id in keys {
             let kf = match get_verified(backend.as_ref(), ObjectKind::Key, &id)
                 .and_then(|b| KeyFile::decode(&id, &b))
@@ -167,6 +195,7 @@ impl Repo {
                     continue;
                 }
             };
+            parsed += 1;
             if kf.repo_id != config.repo_id {
                 continue;
             }
@@ -182,20 +211,25 @@ impl Repo {
             }
         }
         let Some((key_id, key)) = opened else {
-            // A key file refused for weak parameters is worth saying; otherwise: wrong password.
+            // Weak parameters, or key files that are all damaged, are worth saying as such;
+            // otherwise the password is wrong.
             return Err(match first_err {
                 Some(e @ Error::WeakKeyParameters(_)) => e,
+                Some(e) if parsed == 0 => e,
                 _ => Error::WrongPassword,
             });
         };
         Config::verify_mac(&cbytes, &key)?;
-        let cache = opts.cache_dir.as_ref().and_then(|d| match Cache::open(d, &config.repo_id) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("dumpvault: warning: cache unavailable, continuing without it: {e}");
-                None
-            }
-        });
+        let cache = opts
+            .cache_dir
+            .as_ref()
+            .and_then(|d| match Cache::open(d, &config.repo_id) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("dumpvault: warning: cache unavailable, continuing without it: {e}");
+                    None
+                }
+            });
         Ok(Repo {
             backend,
             config,
@@ -277,7 +311,8 @@ impl Repo {
         let plain = crate::format::snapshot::encode(s);
         let bytes = envelope::seal(&self.key, ObjectKind::Snapshot, &plain);
         let id = ObjectId::of(&bytes);
-        self.backend.put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        self.backend
+            .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
@@ -317,17 +352,17 @@ impl Repo {
                 })
                 .collect::<Result<Vec<_>>>()?,
         };
-        all.sort_by(|a, b| (a.snapshot.time, a.id).cmp(&(b.snapshot.time, b.id)));
+        all.sort_by_key(|s| (s.snapshot.time, s.id));
         Ok(all)
     }
 
     /// Resolve `latest` (newest matching `filter`) or an id / unique id prefix.
     pub fn find_snapshot(&mut self, spec: &str, filter: &Filter) -> Result<SnapshotEntry> {
         let all = self.snapshots()?;
-        let matching = all.into_iter().filter(|s| filter.matches(&s.snapshot));
+        let mut matching = all.into_iter().filter(|s| filter.matches(&s.snapshot));
         if spec == "latest" {
             return matching
-                .last()
+                .next_back()
                 .ok_or_else(|| Error::SnapshotNotFound(describe(spec, filter)));
         }
         if spec.len() < 4 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -336,7 +371,9 @@ impl Repo {
             )));
         }
         let spec_l = spec.to_ascii_lowercase();
-        let found: Vec<_> = matching.filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+        let found: Vec<_> = matching
+            .filter(|s| s.id.to_hex().starts_with(&spec_l))
+            .collect();
         match found.len() {
             1 => Ok(found.into_iter().next().expect("one")),
             0 => Err(Error::SnapshotNotFound(describe(spec, filter))),
@@ -353,13 +390,13 @@ impl Repo {
             pack: "-".into(),
             detail: "not in the index (missing from the repository)".into(),
         })?;
-        let sealed = self.backend.get_range(
-            ObjectKind::Pack,
-            &pack.to_hex(),
+        let sealed = get_pack_range(
+            self.backend.as_ref(),
+            &pack,
             e.offset as u64,
             e.stored_len as u64,
         )?;
-        crate::pack::open_blob(&self.key, &pack, &e, sealed)
+        crate::pack::open_blob(&self.key, &pack, &e, &sealed)
     }
 
     pub fn lock(&self, exclusive: bool, operation: &str) -> Result<LockGuard> {
@@ -388,7 +425,12 @@ impl Repo {
         Ok(out)
     }
 
-    pub fn add_key(&self, password: &[u8], kdf: KdfParams, label: Option<&str>) -> Result<ObjectId> {
+    pub fn add_key(
+        &self,
+        password: &[u8],
+        kdf: KdfParams,
+        label: Option<&str>,
+    ) -> Result<ObjectId> {
         self.config.check_writable()?;
         let kf = KeyFile::create(
             &self.key,
@@ -440,7 +482,8 @@ impl Repo {
     /// removed, so a crash leaves both, never neither).
     pub fn change_password(&mut self, new_password: &[u8], kdf: KdfParams) -> Result<ObjectId> {
         let new = self.add_key(new_password, kdf, None)?;
-        self.backend.delete(ObjectKind::Key, &self.key_id.to_hex())?;
+        self.backend
+            .delete(ObjectKind::Key, &self.key_id.to_hex())?;
         self.key_id = new;
         Ok(new)
     }

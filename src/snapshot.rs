@@ -63,7 +63,9 @@ pub enum Source {
 
 impl Snapshot {
     pub fn total_size(&self) -> u64 {
-        self.streams.iter().map(|s| s.size).sum()
+        self.streams
+            .iter()
+            .fold(0u64, |a, s| a.saturating_add(s.size))
     }
 }
 

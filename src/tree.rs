@@ -94,8 +94,19 @@ pub struct LeafWalker<F> {
 }
 
 impl<F: FnMut(&ChunkId, Option<u8>) -> Result<TreeNode>> LeafWalker<F> {
-    pub fn new(root: &ChunkId, mut load: F) -> Result<Self> {
+    /// Start at `root`, which must cover exactly `size` bytes (the snapshot's stream size).
+    pub fn new(root: &ChunkId, size: u64, mut load: F) -> Result<Self> {
         let node = load(root, None)?;
+        if node.total_len() != Some(size) {
+            return Err(crate::error::Error::CorruptBlob {
+                chunk: root.to_hex(),
+                pack: "-".into(),
+                detail: format!(
+                    "root covers {:?} bytes, the snapshot says {size}",
+                    node.total_len()
+                ),
+            });
+        }
         Ok(LeafWalker {
             load,
             stack: vec![(node, 0)],
@@ -119,6 +130,17 @@ impl<F: FnMut(&ChunkId, Option<u8>) -> Result<TreeNode>> LeafWalker<F> {
                 return Ok(Some(e));
             }
             let child = (self.load)(&e.id, Some(node.level - 1))?;
+            if child.total_len() != Some(e.len) {
+                return Err(crate::error::Error::CorruptBlob {
+                    chunk: e.id.to_hex(),
+                    pack: "-".into(),
+                    detail: format!(
+                        "tree node covers {:?} bytes, its parent says {}",
+                        child.total_len(),
+                        e.len
+                    ),
+                });
+            }
             self.stack.push((child, 0));
         }
     }
@@ -142,7 +164,7 @@ mod tests {
     fn leaf(i: u64) -> TreeEntry {
         TreeEntry {
             id: ChunkId(*blake3::hash(&i.to_le_bytes()).as_bytes()),
-            len: i,
+            len: i + 1,
         }
     }
 
@@ -154,7 +176,8 @@ mod tests {
         }
         let root = b.finish(&mut sink).unwrap();
         let nodes = sink.0;
-        let mut w = LeafWalker::new(&root, |id: &ChunkId, lvl: Option<u8>| {
+        let total: u64 = (1..=n).sum();
+        let mut w = LeafWalker::new(&root, total, |id: &ChunkId, lvl: Option<u8>| {
             let n = TreeNode::decode(&nodes[id]).unwrap();
             if let Some(l) = lvl {
                 assert_eq!(n.level, l);

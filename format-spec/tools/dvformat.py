@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """An independent reader (and minimal writer) of the dumpvault repository format, version 1.
 
-Written from `format-spec/` alone, not from the Rust sources, so that it checks the spec is
-complete: if this program and dumpvault disagree about a byte, one of them (or the spec) is wrong.
+Written from the text of `format-spec/` and sharing no code with dumpvault, so that it checks the
+spec is complete: if this program and dumpvault disagree about a byte, one of them (or the spec)
+is wrong.
 It is deliberately plain: one function per structure, each applying the validation rules of the
 section it cites, and no performance work at all.
 
     python3 dvformat.py kat                  print every known-answer vector (10-known-answer-vectors.md)
+    python3 dvformat.py negative             check every negative vector is refused as the spec says
     python3 dvformat.py hashcheck REPO       check every object's name is the BLAKE3 of its bytes (no key)
     python3 dvformat.py snapshots REPO       list snapshots        (password from $DUMPVAULT_PASSWORD)
     python3 dvformat.py cat REPO SNAP [STREAM] > out   restore a stream byte-exact to stdout
     python3 dvformat.py check REPO           decode every object and every pack header; read all blobs
+    python3 dvformat.py mkexample DIR        write the worked example repository (password "correct horse")
 
 Dependencies (PyPI): blake3, pynacl (libsodium's XChaCha20-Poly1305), argon2-cffi (the reference
 Argon2 C code), zstandard (only to read zstd-compressed blobs). See tools/README.md.
@@ -758,9 +761,130 @@ def kat():
 
     v["cuts_default"] = cut_points(xorshift(1 << 20, 0xDEADBEEF), 8192, 32768, 131072, 0x0123456789ABCDEF)
     v["cuts_seed0"] = cut_points(xorshift(1 << 20, 0xDEADBEEF), 8192, 32768, 131072, 0)
-    v["is_boundary"] = [is_boundary(bytes([0x00, 0xFC]) + bytes(30)), is_boundary(bytes([0x00, 0x04]) + bytes(30)),
+    v["is_boundary"] = [is_boundary(bytes([0x00, 0xFC]) + bytes(30)), is_boundary(bytes([0x00, 0x03]) + bytes(30)),
                         is_boundary(bytes([0x01, 0x00]) + bytes(30))]
     return v
+
+
+def mutate(hexbytes, edits=(), truncate=None, append=b""):
+    b = bytearray(bytes.fromhex(hexbytes))
+    for off, val in edits:
+        b[off] = val
+    if truncate is not None:
+        b = b[:truncate]
+    return bytes(b) + append
+
+
+def negative_vectors():
+    """Mutations of the §5–§10 vectors that a reader MUST refuse, with the rule and the outcome
+    ('damaged' or 'too new'). Each is checked against this implementation by `negative`."""
+    v = kat()
+    K = bytes(range(32))
+    mk = master_from_bytes(bytes.fromhex(v["master_bytes"]))
+    cfg, kf, pack = v["config"], v["keyfile"], v["pack"]
+    idx, snap = v["index"], v["snapshot"]
+    hdr_start = len(bytes.fromhex(pack)) - 8 - 140
+    cases = [
+        ("config", "byte 0 = 00", "C1", "damaged", lambda: decode_config(mutate(cfg, [(0, 0)]))),
+        ("config", "first 11 bytes only", "C2", "damaged", lambda: decode_config(mutate(cfg, truncate=11))),
+        ("config", "byte 8 = 02 (version 2)", "C2", "too new", lambda: decode_config(mutate(cfg, [(8, 2)]))),
+        ("config", "byte 8 = 02 and only 12 bytes", "C2", "too new", lambda: decode_config(mutate(cfg, [(8, 2)], truncate=12))),
+        ("config", "byte 8 = 00 (version 0)", "C3", "damaged", lambda: decode_config(mutate(cfg, [(8, 0)]))),
+        ("config", "one byte appended", "C4", "damaged", lambda: decode_config(mutate(cfg, append=b"\0"))),
+        ("config", "byte 12 = 01 (unknown incompat bit)", "C5", "too new", lambda: decode_config(mutate(cfg, [(12, 1)]))),
+        ("config", "byte 73 = 0x90 (chunk_avg 36864, not a power of two)", "C6", "damaged", lambda: decode_config(mutate(cfg, [(73, 0x90)]))),
+        ("config", "byte 84 = 00 (zstd level 0)", "C9", "damaged", lambda: decode_config(mutate(cfg, [(84, 0)]))),
+        ("config", "byte 90 ^= 1 (created changed; C1-C9 pass, the MAC no longer matches)", "C10", "damaged",
+         lambda: (decode_config(mutate(cfg, [(90, bytes.fromhex(cfg)[90] ^ 1)])),
+                  verify_config_mac(mutate(cfg, [(90, bytes.fromhex(cfg)[90] ^ 1)]), K))),
+        ("key file", "byte 0 = 00", "K3", "damaged", lambda: decode_keyfile(mutate(kf, [(0, 0)]))),
+        ("key file", "byte 8 = 02 (version 2)", "K4", "too new", lambda: decode_keyfile(mutate(kf, [(8, 2)]))),
+        ("key file", "bytes 96-97 = 01 01 (label length 257)", "K6", "damaged", lambda: decode_keyfile(mutate(kf, [(96, 1), (97, 1)]))),
+        ("key file", "byte 98 = ff (label not UTF-8)", "K6", "damaged", lambda: decode_keyfile(mutate(kf, [(98, 0xFF)]))),
+        ("key file", "last byte removed", "K7", "damaged", lambda: decode_keyfile(mutate(kf, truncate=220))),
+        ("key file", "one byte appended", "K7", "damaged", lambda: decode_keyfile(mutate(kf, append=b"\0"))),
+        ("key file", "bytes 44-47 = 00 04 00 00 (m_cost 1024)", "K2", "weak",
+         lambda: unwrap_keyfile(decode_keyfile(mutate(kf, [(44, 0), (45, 4), (46, 0), (47, 0)])), b"correct horse")),
+        ("pack", "last byte = 02 (pack version 2)", "P2", "too new", lambda: read_pack_header(K, mutate(pack, [(291, 2)]))),
+        ("pack", "byte 288 = 00 (trailer magic)", "P1", "damaged", lambda: read_pack_header(K, mutate(pack, [(288, 0)]))),
+        ("pack", "last 3 bytes removed", "P1", "damaged", lambda: read_pack_header(K, mutate(pack, truncate=289))),
+        ("pack", "byte 284 = 8d (header_len 141)", "P5", "damaged", lambda: read_pack_header(K, mutate(pack, [(284, 0x8D)]))),
+        ("pack", "bytes 284-287 = ff ff ff ff", "P3", "damaged", lambda: read_pack_header(K, mutate(pack, [(284, 0xFF), (285, 0xFF), (286, 0xFF), (287, 0xFF)]))),
+        ("pack", "byte 200 ^= 1 (header ciphertext)", "P5", "damaged",
+         lambda: read_pack_header(K, mutate(pack, [(200, bytes.fromhex(pack)[200] ^ 1)]))),
+        ("pack", "byte 30 ^= 1 (blob 0 ciphertext), open blob 0", "B2", "damaged",
+         lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[0], mutate(pack, [(30, bytes.fromhex(pack)[30] ^ 1)])[:56])),
+        ("pack", "blob 0 opened under blob 1's entry", "B1/B2", "damaged",
+         lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[1], bytes.fromhex(pack)[:56])),
+        ("index", "byte 4 = 02 (kind snapshot), opened as index", "E4", "damaged", lambda: envelope_open(K, "index", mutate(idx, [(4, 2)]))),
+        ("index", "byte 5 = 02 (envelope version 2)", "E3", "too new", lambda: envelope_open(K, "index", mutate(idx, [(5, 2)]))),
+        ("index", "byte 6 = 01 (reserved)", "E4", "damaged", lambda: envelope_open(K, "index", mutate(idx, [(6, 1)]))),
+        ("index", "first 47 bytes only", "E1", "damaged", lambda: envelope_open(K, "index", mutate(idx, truncate=47))),
+        ("index", "last byte removed", "E5", "damaged", lambda: envelope_open(K, "index", mutate(idx, truncate=195))),
+        ("index plaintext", "bytes 0-3 = ff ff ff ff (superseded count)", "I2", "damaged",
+         lambda: decode_index(mutate(v["index_plain"], [(0, 0xFF), (1, 0xFF), (2, 0xFF), (3, 0xFF)]))),
+        ("index plaintext", "bytes 40-41 = 10 00 (pack_len 16; entry 0 ends at 56)", "I4", "damaged",
+         lambda: decode_index(mutate(v["index_plain"], [(40, 0x10), (41, 0)]))),
+        ("index plaintext", "one byte appended", "I5", "damaged", lambda: decode_index(mutate(v["index_plain"], append=b"\0"))),
+        ("index plaintext", "byte 54 = 01 (entry 0 reserved)", "P8", "damaged", lambda: decode_index(mutate(v["index_plain"], [(54, 1)]))),
+        ("index plaintext", "byte 52 = 02 (entry 0 kind 2)", "P7", "damaged", lambda: decode_index(mutate(v["index_plain"], [(52, 2)]))),
+        ("index plaintext", "byte 56 = 11 (entry 0 raw_len 17, uncompressed)", "P10", "damaged", lambda: decode_index(mutate(v["index_plain"], [(56, 0x11)]))),
+        ("tree", "byte 1 = 01 (reserved)", "T1", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(1, 1)]))),
+        ("tree", "byte 0 = 09 (level 9)", "T3", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(0, 9)]))),
+        ("tree", "byte 4 = 02 (count 2, one entry present)", "T2", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(4, 2)]))),
+        ("snapshot", "byte 4 = 01 (kind index), opened as snapshot", "E4", "damaged", lambda: envelope_open(K, "snapshot", mutate(snap, [(4, 1)]))),
+        ("snapshot plaintext", "\"format\":2", "S4", "too new",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":2').encode())),
+        ("snapshot plaintext", "\"kind\":\"pipe\" in source", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"kind":"command"', '"kind":"pipe"').encode())),
+        ("snapshot plaintext", "field \"host\" removed", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"host":"db1",', "").encode())),
+    ]
+    # The overlapping-entries case needs a freshly sealed header (P11).
+    e0, e1 = read_pack_header(K, bytes.fromhex(pack))
+    bad = dict(e1, offset=50)
+    plain = u32(2) + encode_entry(e0) + encode_entry(bad)
+    sh = seal(K, b"DVH1", plain, bytes(range(0xA0, 0xB8)))
+    overlapping = bytes.fromhex(pack)[:hdr_start] + sh + u32(len(sh)) + b"DVP\x01"
+    cases.append(("pack", "header re-sealed with entry 1 at offset 50 (overlaps blob 0)", "P11", "damaged",
+                  lambda: read_pack_header(K, overlapping)))
+    return cases
+
+
+def check_negative():
+    bad = 0
+    for obj, what, rule, expect, fn in negative_vectors():
+        try:
+            r = fn()
+            got = "accepted" if r is not None else "not opened"
+        except Corrupt:
+            got = "damaged"
+        except Unsupported:
+            got = "too new"
+        except WeakKey:
+            got = "weak"
+        ok = got == expect
+        bad += not ok
+        print(f"{'ok ' if ok else 'BAD'} {rule:5} {obj}: {what} -> {got}")
+    return bad
+
+
+def make_example(root):
+    """Write the worked example of 10-known-answer-vectors.md as a local repository at `root`.
+    Password: "correct horse". It holds one snapshot whose one stream is b"hello, dumpvault"."""
+    v = kat()
+    for d in ("keys", "index", "snapshots", "locks"):
+        os.makedirs(os.path.join(root, d))
+    for i in range(256):
+        os.makedirs(os.path.join(root, "data", f"{i:02x}"))
+    files = {"config": v["config"],
+             f"keys/{v['keyfile_id']}": v["keyfile"],
+             f"data/{v['pack_id'][:2]}/{v['pack_id']}": v["pack"],
+             f"index/{v['index_id']}": v["index"],
+             f"snapshots/{v['snapshot_id']}": v["snapshot"]}
+    for path, hexbytes in files.items():
+        with open(os.path.join(root, path), "wb") as f:
+            f.write(bytes.fromhex(hexbytes))
 
 
 def main(argv):
@@ -771,6 +895,11 @@ def main(argv):
     if cmd == "kat":
         for k, val in kat().items():
             print(f"{k} = {val}")
+        return 0
+    if cmd == "negative":
+        return 1 if check_negative() else 0
+    if cmd == "mkexample":
+        make_example(argv[2])
         return 0
     repo = LocalRepo(argv[2])
     if cmd == "hashcheck":
@@ -803,10 +932,24 @@ def main(argv):
         return 0
     if cmd == "check":
         idx = repo.index()
+        records = {}
+        for n in repo.names("index"):
+            _, packs = decode_index(envelope_open(repo.mk["data_key"], "index", repo.get("index", n)))
+            for p in packs:
+                records.setdefault(p["id"].hex(), []).append(p)
         for n in repo.names("pack"):
             b = repo.get("pack", n)
-            for e in read_pack_header(repo.mk["data_key"], b):
+            entries = read_pack_header(repo.mk["data_key"], b)
+            for rec in records.get(n, []):
+                if rec["len"] != len(b) or rec["entries"] != entries:
+                    raise Corrupt(f"pack {n}: index record disagrees with the pack header")
+            if n not in records:
+                print(f"note: pack {n} is not listed by any index file (unreferenced)")
+            for e in entries:
                 open_blob(repo.mk, e, b[e["offset"]:e["offset"] + e["stored_len"]])
+        for n in records:
+            if n not in repo.names("pack"):
+                raise Corrupt(f"pack {n} is listed by an index file but missing")
         for n, s in repo.snapshots():
             for st in s["streams"]:
                 repo.cat(st, open(os.devnull, "wb"))

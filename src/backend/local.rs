@@ -42,7 +42,9 @@ fn check_name(kind: ObjectKind, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!("invalid {kind} object name {name:?}")))
+        Err(Error::InvalidInput(format!(
+            "invalid {kind} object name {name:?}"
+        )))
     }
 }
 
@@ -168,8 +170,8 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         check_name(kind, name)?;
-        let mut f =
-            File::open(self.path(kind, name)).map_err(|e| self.not_found_or(kind, name, "open", e))?;
+        let mut f = File::open(self.path(kind, name))
+            .map_err(|e| self.not_found_or(kind, name, "open", e))?;
         let size = f
             .metadata()
             .map_err(|e| self.not_found_or(kind, name, "stat", e))?
@@ -199,9 +201,13 @@ impl Backend for LocalBackend {
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         check_name(kind, name)?;
         let dest = self.path(kind, name);
-        let dir = dest.parent().expect("object paths have a parent").to_path_buf();
+        let dir = dest
+            .parent()
+            .expect("object paths have a parent")
+            .to_path_buf();
         if kind == ObjectKind::Pack && !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd);

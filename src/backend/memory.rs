@@ -36,7 +36,9 @@ impl Backend for MemoryBackend {
         "memory:".into()
     }
     fn exists(&self) -> Result<bool> {
-        Ok(self.map().contains_key(&(ObjectKind::Config, "config".into())))
+        Ok(self
+            .map()
+            .contains_key(&(ObjectKind::Config, "config".into())))
     }
     fn create(&self) -> Result<()> {
         Ok(())

@@ -24,12 +24,16 @@ use crate::snapshot::{parse_tag, Filter, Snapshot, SnapshotEntry, Source};
 use progress::Progress;
 
 #[derive(Parser, Debug)]
-#[command(name = "dumpvault", version, about = "Deduplicating, encrypted backups of database dump streams")]
+#[command(
+    name = "dumpvault",
+    version,
+    about = "Deduplicating, encrypted backups of database dump streams"
+)]
 pub struct Cli {
     /// Repository location: a directory path (the default backend).
     #[arg(short = 'r', long, env = "DUMPVAULT_REPO", global = true)]
     repo: Option<String>,
-    /// Read the password from this file (first line). DUMPVAULT_PASSWORD takes precedence.
+    /// Read the password from this file (its first line). DUMPVAULT_PASSWORD takes precedence.
     #[arg(long, env = "DUMPVAULT_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
     /// Run this shell command and use its output as the password.
@@ -38,7 +42,7 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
-    /// No progress and no summary on stderr.
+    /// No progress and no summary on stderr (data and --json on stdout are unaffected).
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Metadata cache directory (default: $XDG_CACHE_HOME/dumpvault).
@@ -84,12 +88,16 @@ struct KdfArgs {
 }
 
 impl KdfArgs {
-    fn params(&self) -> KdfParams {
-        KdfParams {
+    /// Parameters for a new key file; below the floor is a usage error here (exit 2), while
+    /// an existing key file below the floor is refused when opening (exit 4).
+    fn params(&self) -> Result<KdfParams> {
+        let p = KdfParams {
             m_cost: self.kdf_memory,
             t_cost: self.kdf_iterations,
             p_cost: 1,
-        }
+        };
+        p.check().map_err(|e| Error::InvalidInput(e.to_string()))?;
+        Ok(p)
     }
 }
 
@@ -212,7 +220,9 @@ fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
-    Err(format!("cannot parse time {s:?}: use RFC 3339 or YYYY-MM-DD[ HH:MM:SS]"))
+    Err(format!(
+        "cannot parse time {s:?}: use RFC 3339 or YYYY-MM-DD[ HH:MM:SS]"
+    ))
 }
 
 /// Entry point: returns the process exit code.
@@ -220,7 +230,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -279,7 +293,10 @@ impl Ctx<'_> {
         let cache_dir = if self.cli.no_cache {
             None
         } else {
-            self.cli.cache_dir.clone().or_else(crate::cache::default_dir)
+            self.cli
+                .cache_dir
+                .clone()
+                .or_else(crate::cache::default_dir)
         };
         Repo::open(backend, pw.as_bytes(), &OpenOptions { cache_dir })
     }
@@ -313,7 +330,11 @@ fn run(cli: &Cli) -> Result<()> {
             }
             println!("snapshots      {}", s.snapshots);
             println!("logical size   {}", human(s.logical_bytes));
-            println!("stored size    {} in {} packs", human(s.pack_bytes), s.packs);
+            println!(
+                "stored size    {} in {} packs",
+                human(s.pack_bytes),
+                s.packs
+            );
             println!("dedup ratio    {:.2}x", s.dedup_ratio);
             println!("blobs          {} ({} index files)", s.blobs, s.index_files);
             println!(
@@ -359,7 +380,7 @@ fn init(ctx: &Ctx<'_>, a: &InitArgs) -> Result<()> {
         chunk_max: a.chunk_max,
         pack_target: a.pack_size.saturating_mul(1024 * 1024),
         zstd_level: a.compression_level,
-        kdf: a.kdf.params(),
+        kdf: a.kdf.params()?,
     };
     let repo = Repo::init(backend, pw.as_bytes(), &opts)?;
     let id = hex::encode(repo.config.repo_id);
@@ -411,7 +432,9 @@ impl Producer {
         let prog = &self.argv[0];
         if let Some(code) = status.code() {
             if code != 0 {
-                return Err(Error::ProducerFailed(format!("{prog} exited with status {code}")));
+                return Err(Error::ProducerFailed(format!(
+                    "{prog} exited with status {code}"
+                )));
             }
         } else {
             use std::os::unix::process::ExitStatusExt;
@@ -507,9 +530,7 @@ fn backup_cmd(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
         secs,
         human((st.bytes_read as f64 / secs.max(0.001)) as u64)
     ));
-    if ctx.cli.quiet {
-        return Ok(());
-    }
+    // The snapshot id is data (stdout), so scripts can capture it even with --quiet.
     println!("{}", r.snapshot_id);
     Ok(())
 }
@@ -572,6 +593,11 @@ fn snapshots(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
 }
 
 fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
+    if a.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(Error::InvalidInput(
+            "refusing to write a dump to a terminal: pipe it, redirect it, or use -o FILE".into(),
+        ));
+    }
     let mut repo = ctx.open()?;
     let snap = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
     let total = snap.snapshot.total_size();
@@ -682,7 +708,7 @@ fn key(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<()> {
             if pw.is_empty() {
                 return Err(Error::InvalidInput("refusing an empty password".into()));
             }
-            let id = repo.add_key(pw.as_bytes(), kdf.params(), label.as_deref())?;
+            let id = repo.add_key(pw.as_bytes(), kdf.params()?, label.as_deref())?;
             if ctx.cli.json {
                 return print_json(&serde_json::json!({ "added": id }));
             }
@@ -705,7 +731,7 @@ fn key(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<()> {
             if pw.is_empty() {
                 return Err(Error::InvalidInput("refusing an empty password".into()));
             }
-            let id = repo.change_password(pw.as_bytes(), kdf.params())?;
+            let id = repo.change_password(pw.as_bytes(), kdf.params()?)?;
             if ctx.cli.json {
                 return print_json(&serde_json::json!({ "key": id }));
             }

@@ -28,9 +28,12 @@ pub fn get(src: &Sources<'_>) -> Result<Zeroizing<String>> {
         return Ok(Zeroizing::new(p));
     }
     if let Some(f) = src.file {
-        let s = std::fs::read_to_string(f)
-            .map_err(|e| Error::io(format!("read password file {}", f.display()), e))?;
-        return Ok(trim_newline(s));
+        let s = Zeroizing::new(
+            std::fs::read_to_string(f)
+                .map_err(|e| Error::io(format!("read password file {}", f.display()), e))?,
+        );
+        // The first line is the password; a trailing newline is not part of it.
+        return Ok(trim_newline(s.lines().next().unwrap_or("").to_string()));
     }
     if let Some(cmd) = src.command {
         let out = Command::new("sh")

@@ -63,13 +63,18 @@ impl Config {
             ));
         }
         if !b.is_power_of_two() || b < 1024 {
-            return Err(format!("chunker average {b} must be a power of two >= 1024"));
+            return Err(format!(
+                "chunker average {b} must be a power of two >= 1024"
+            ));
         }
         if !(PACK_TARGET_MIN..=PACK_TARGET_MAX).contains(&self.pack_target) {
             return Err(format!("pack target {} out of range", self.pack_target));
         }
         if !(1..=22).contains(&self.zstd_level) {
-            return Err(format!("zstd level {} out of range 1..=22", self.zstd_level));
+            return Err(format!(
+                "zstd level {} out of range 1..=22",
+                self.zstd_level
+            ));
         }
         Ok(())
     }
@@ -156,7 +161,9 @@ impl Config {
     /// Whether this build may write to (or prune) the repository.
     pub fn check_writable(&self) -> Result<()> {
         if self.ro_compat & !KNOWN_RO_COMPAT != 0 {
-            return Err(Error::UnsupportedFeatures(self.ro_compat & !KNOWN_RO_COMPAT));
+            return Err(Error::UnsupportedFeatures(
+                self.ro_compat & !KNOWN_RO_COMPAT,
+            ));
         }
         Ok(())
     }

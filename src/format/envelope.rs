@@ -53,7 +53,11 @@ pub fn open(key: &MasterKey, kind: ObjectKind, id: &ObjectId, bytes: &[u8]) -> R
         });
     }
     if h != header(kind) {
-        return Err(Error::corrupt(kind, id, "envelope header names another object kind"));
+        return Err(Error::corrupt(
+            kind,
+            id,
+            "envelope header names another object kind",
+        ));
     }
     key.open(h, sealed)
         .ok_or_else(|| Error::corrupt(kind, id, "authentication failed (tampered or truncated)"))

@@ -29,7 +29,11 @@ pub struct IndexFile {
 
 impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
-        let n: usize = self.packs.iter().map(|p| 44 + p.entries.len() * ENTRY_LEN).sum();
+        let n: usize = self
+            .packs
+            .iter()
+            .map(|p| 44 + p.entries.len() * ENTRY_LEN)
+            .sum();
         let mut b = Vec::with_capacity(8 + self.superseded.len() * 32 + n);
         b.extend_from_slice(&(self.superseded.len() as u32).to_le_bytes());
         for s in &self.superseded {

@@ -136,13 +136,14 @@ impl KeyFile {
     /// Parameters below the floor are refused before any work is done.
     pub fn unwrap(&self, password: &[u8]) -> Result<Option<MasterKey>> {
         let wrap = self.kdf.derive(password, &self.salt)?;
-        Ok(crypto::open(&wrap, &self.header(), &self.sealed)
-            .and_then(|pt| {
+        Ok(
+            crypto::open(&wrap, &self.header(), &self.sealed).and_then(|pt| {
                 let k = MasterKey::from_bytes(&pt);
                 let mut pt = pt;
                 zeroize::Zeroize::zeroize(&mut pt);
                 k
-            }))
+            }),
+        )
     }
 }
 

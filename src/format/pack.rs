@@ -116,7 +116,8 @@ impl BlobEntry {
         if (stored_len as usize) < SEAL_OVERHEAD {
             return Err("stored length shorter than the seal overhead".into());
         }
-        if compression == Compression::None && stored_len as usize != raw_len as usize + SEAL_OVERHEAD
+        if compression == Compression::None
+            && stored_len as usize != raw_len as usize + SEAL_OVERHEAD
         {
             return Err("uncompressed blob with inconsistent lengths".into());
         }

@@ -16,7 +16,11 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
 
 pub fn decode(id: &ObjectId, plain: &[u8]) -> Result<Snapshot> {
     if plain.len() > MAX_LEN {
-        return Err(Error::corrupt(ObjectKind::Snapshot, id, "manifest too large"));
+        return Err(Error::corrupt(
+            ObjectKind::Snapshot,
+            id,
+            "manifest too large",
+        ));
     }
     let s: Snapshot = serde_json::from_slice(plain)
         .map_err(|e| Error::corrupt(ObjectKind::Snapshot, id, format!("bad manifest: {e}")))?;

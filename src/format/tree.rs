@@ -8,7 +8,8 @@
 //! At level 0 an entry names a data blob and `length` is its plaintext length; at level L > 0
 //! it names a tree blob of level L-1 and `length` is the total stream bytes beneath it.
 //! Node boundaries are content-defined (see `crate::tree`), so an insertion early in a dump
-//! does not rewrite every later tree blob.
+//! does not rewrite every later tree blob. Entry lengths are never zero, and an inner entry's
+//! length equals the total of the node it names (readers check both).
 
 use crate::id::ChunkId;
 
@@ -60,6 +61,11 @@ impl TreeNode {
         for _ in 0..count {
             let id = ChunkId(r.array().ok_or("truncated")?);
             let len = r.u64().ok_or("truncated")?;
+            // Chunks are never empty (an empty stream is a root with no entries), so a zero
+            // length can only be forged; refusing it bounds a walk's work by the stream size.
+            if len == 0 {
+                return Err("zero-length entry".into());
+            }
             entries.push(TreeEntry { id, len });
         }
         Ok(TreeNode {
@@ -69,7 +75,9 @@ impl TreeNode {
     }
 
     pub fn total_len(&self) -> Option<u64> {
-        self.entries.iter().try_fold(0u64, |a, e| a.checked_add(e.len))
+        self.entries
+            .iter()
+            .try_fold(0u64, |a, e| a.checked_add(e.len))
     }
 }
 

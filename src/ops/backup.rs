@@ -35,7 +35,7 @@ use crate::tree::{NodeSink, TreeBuilder};
 
 const PACKS_IN_FLIGHT: usize = 1;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     pub name: String,
     pub tags: Vec<(String, String)>,
@@ -123,12 +123,17 @@ impl<'a> Store<'a> {
         let p = self.packer.finish(self.key);
         self.written.push(p.record.clone());
         self.stats.packs_written += 1;
-        let sent = self.tx.as_ref().map(|tx| tx.send(p).is_ok()).unwrap_or(false);
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(p).is_ok())
+            .unwrap_or(false);
         if !sent {
             // The uploader stopped: its error explains why.
-            return Err(self.join_uploader().err().unwrap_or_else(|| {
-                Error::Backend("pack uploader stopped unexpectedly".into())
-            }));
+            return Err(self
+                .join_uploader()
+                .err()
+                .unwrap_or_else(|| Error::Backend("pack uploader stopped unexpectedly".into())));
         }
         Ok(())
     }
@@ -144,7 +149,11 @@ impl<'a> Store<'a> {
     }
 
     /// Hash, dedup, compress and seal one block's chunks; returns their tree entries in order.
-    fn store_batch(&mut self, data: &[u8], ranges: &[std::ops::Range<usize>]) -> Result<Vec<TreeEntry>> {
+    fn store_batch(
+        &mut self,
+        data: &[u8],
+        ranges: &[std::ops::Range<usize>],
+    ) -> Result<Vec<TreeEntry>> {
         let key = self.key;
         let ids: Vec<ChunkId> = ranges
             .par_iter()

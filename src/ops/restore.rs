@@ -45,7 +45,10 @@ pub fn load_tree(repo: &Repo, index: &Index, id: &ChunkId, level: Option<u8>) ->
     }
     let node = TreeNode::decode(&plain).map_err(bad)?;
     if level.is_some_and(|l| l != node.level) {
-        return Err(bad(format!("tree level {} where {level:?} was expected", node.level)));
+        return Err(bad(format!(
+            "tree level {} where {level:?} was expected",
+            node.level
+        )));
     }
     Ok(node)
 }
@@ -74,7 +77,9 @@ fn plan_reads(index: &Index, leaves: &[TreeEntry]) -> Result<Vec<Read>> {
             });
         }
         match reads.last_mut() {
-            Some(r) if r.pack == pack && r.end == e.offset as u64 && e.end() - r.start <= MAX_READ => {
+            Some(r)
+                if r.pack == pack && r.end == e.offset as u64 && e.end() - r.start <= MAX_READ =>
+            {
                 r.end = e.end();
                 r.blobs.push((i, e));
             }
@@ -102,17 +107,12 @@ fn fetch_batch(
     let opened: Vec<Vec<(usize, Vec<u8>)>> = reads
         .par_iter()
         .map(|r| -> Result<Vec<(usize, Vec<u8>)>> {
-            let bytes = backend.get_range(
-                ObjectKind::Pack,
-                &r.pack.to_hex(),
-                r.start,
-                r.end - r.start,
-            )?;
+            let bytes = crate::repo::get_pack_range(backend, &r.pack, r.start, r.end - r.start)?;
             r.blobs
                 .par_iter()
                 .map(|(i, e)| {
                     let s = (e.offset as u64 - r.start) as usize;
-                    let sealed = bytes[s..s + e.stored_len as usize].to_vec();
+                    let sealed = &bytes[s..s + e.stored_len as usize];
                     crate::pack::open_blob(key, &r.pack, e, sealed).map(|p| (*i, p))
                 })
                 .collect()
@@ -148,7 +148,7 @@ pub fn restore(
     repo.index()?;
     let repo: &Repo = repo;
     let index = repo.index.as_ref().expect("loaded");
-    let mut walker = LeafWalker::new(&s.root, |id: &ChunkId, lvl: Option<u8>| {
+    let mut walker = LeafWalker::new(&s.root, s.size, |id: &ChunkId, lvl: Option<u8>| {
         load_tree(repo, index, id, lvl)
     })?;
     let mut hasher = blake3::Hasher::new();
@@ -170,7 +170,8 @@ pub fn restore(
         }
         for p in fetch_batch(repo, index, &batch, &mut stats)? {
             hasher.update(&p);
-            out.write_all(&p).map_err(|e| Error::io("write output", e))?;
+            out.write_all(&p)
+                .map_err(|e| Error::io("write output", e))?;
             stats.bytes_written += p.len() as u64;
             stats.chunks += 1;
         }

@@ -26,8 +26,10 @@ pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
     let index_files = repo.backend.list(ObjectKind::Index)?.len();
     let snaps = repo.snapshots()?;
     let blobs = repo.index()?.len();
-    let pack_bytes: u64 = packs.iter().map(|(_, s)| s).sum();
-    let logical_bytes: u64 = snaps.iter().map(|s| s.snapshot.total_size()).sum();
+    let pack_bytes = packs.iter().fold(0u64, |a, (_, s)| a.saturating_add(*s));
+    let logical_bytes = snaps
+        .iter()
+        .fold(0u64, |a, s| a.saturating_add(s.snapshot.total_size()));
     Ok(RepoStats {
         snapshots: snaps.len(),
         packs: packs.len(),
@@ -40,7 +42,11 @@ pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
         } else {
             logical_bytes as f64 / pack_bytes as f64
         },
-        chunker: [repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max],
+        chunker: [
+            repo.config.chunk_min,
+            repo.config.chunk_avg,
+            repo.config.chunk_max,
+        ],
         pack_target: repo.config.pack_target,
         format_version: repo.config.version,
     })

@@ -1,0 +1,195 @@
+//! Helpers shared by the integration tests: a scratch repository, a command builder with the
+//! environment set, and deterministic test data.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dumpvault")
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Env {
+    /// A fresh, initialized repository (with the cheapest Argon2 parameters the floor allows).
+    pub fn new() -> Env {
+        let e = Env::uninit();
+        let out = e.run(
+            &["init", "--kdf-memory", "19456", "--kdf-iterations", "2"],
+            b"",
+        );
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        e
+    }
+
+    pub fn uninit() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        let cache = dir.path().join("cache");
+        Env { dir, repo, cache }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("DUMPVAULT_REPO", &self.repo)
+            .env("DUMPVAULT_PASSWORD", PASSWORD)
+            .env("DUMPVAULT_CACHE_DIR", &self.cache)
+            .env_remove("DUMPVAULT_PASSWORD_FILE")
+            .env_remove("DUMPVAULT_PASSWORD_COMMAND");
+        c
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with(self.cmd(), args, stdin)
+    }
+
+    /// Back up `data` from stdin; returns the snapshot id printed on stdout.
+    pub fn backup(&self, data: &[u8], extra: &[&str]) -> String {
+        let mut args = vec!["backup"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args, data);
+        assert!(out.status.success(), "backup failed: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn restore(&self, args: &[&str]) -> Vec<u8> {
+        let mut a = vec!["restore"];
+        a.extend_from_slice(args);
+        let out = self.run(&a, b"");
+        assert!(out.status.success(), "restore failed: {}", stderr(&out));
+        out.stdout
+    }
+
+    pub fn snapshots_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut a = vec!["snapshots", "--json"];
+        a.extend_from_slice(args);
+        let out = self.run(&a, b"");
+        assert!(out.status.success(), "snapshots failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("snapshots --json is JSON")
+    }
+
+    pub fn files_under(&self, sub: &str) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        walk(&self.repo.join(sub), &mut v);
+        v.sort();
+        v
+    }
+
+    /// Every file in the repository with its contents, to prove a failed command changed nothing.
+    pub fn fingerprint(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        walk(&self.repo, &mut v);
+        v.sort();
+        v.into_iter()
+            .map(|p| {
+                let b = std::fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect()
+    }
+}
+
+pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+pub fn run_with(mut c: Command, args: &[&str], stdin: &[u8]) -> Output {
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn dumpvault");
+    let mut sin = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait dumpvault");
+    writer.join().unwrap();
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A deterministic, dump-like stream: SQL insert lines with pseudo-random values.
+pub fn sql_like(lines: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut out = Vec::with_capacity(lines * 80);
+    for i in 0..lines {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(
+            format!(
+                "INSERT INTO orders VALUES ({i}, 'sku-{:08x}', {}.{:02}, 'customer {}');\n",
+                s as u32,
+                (s >> 40) % 1000,
+                (s >> 20) % 100,
+                (s >> 8) % 50_000
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+/// Incompressible pseudo-random bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 32) as u8
+        })
+        .collect()
+}
+
+/// Whether a program is on PATH.
+pub fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {prog}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

@@ -1,0 +1,9 @@
+//! One integration-test binary (one link step). Each module drives the built `dumpvault`
+//! binary or the library from outside, with a helper per scenario.
+
+mod cli;
+mod common;
+mod damage;
+mod e2e_pg;
+mod e2e_redis;
+mod library;
