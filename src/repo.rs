@@ -251,8 +251,7 @@ impl Repo {
 
     pub fn read_index_file(&self, id: &ObjectId) -> Result<IndexFile> {
         let bytes = get_verified(self.backend.as_ref(), ObjectKind::Index, id)?;
-        let plain = envelope::open(&self.key, ObjectKind::Index, id, &bytes)?;
-        IndexFile::decode(id, &plain)
+        IndexFile::open(&self.key, id, &bytes)
     }
 
     /// Load the index (once), through the cache when there is one.
@@ -266,8 +265,7 @@ impl Repo {
                     let key = self.key.clone();
                     let fetch = |id: &ObjectId| {
                         let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
-                        let plain = envelope::open(&key, ObjectKind::Index, id, &bytes)?;
-                        IndexFile::decode(id, &plain)
+                        IndexFile::open(&key, id, &bytes)
                     };
                     match cache.sync_index(&remote, fetch) {
                         Ok(_) => cache.load_index(&mut index).is_ok(),
@@ -293,7 +291,7 @@ impl Repo {
 
     /// Write an index file; it is recorded in the cache and the loaded index too.
     pub fn write_index_file(&mut self, file: &IndexFile) -> Result<ObjectId> {
-        let bytes = envelope::seal(&self.key, ObjectKind::Index, &file.encode());
+        let bytes = file.seal(&self.key);
         let id = ObjectId::of(&bytes);
         self.backend.put(ObjectKind::Index, &id.to_hex(), &bytes)?;
         if let Some(c) = self.cache.as_mut() {

@@ -29,8 +29,14 @@ fn header(kind: ObjectKind) -> [u8; HEADER_LEN] {
 }
 
 pub fn seal(key: &MasterKey, kind: ObjectKind, plaintext: &[u8]) -> Vec<u8> {
+    seal_bound(key, kind, &[], plaintext)
+}
+
+/// Seal with `bound` (bytes stored in the clear before the envelope) appended to the
+/// associated data, so they cannot be altered without the envelope failing to open.
+pub fn seal_bound(key: &MasterKey, kind: ObjectKind, bound: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let h = header(kind);
-    let sealed = key.seal(&h, plaintext);
+    let sealed = key.seal(&[&h[..], bound].concat(), plaintext);
     let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
     out.extend_from_slice(&h);
     out.extend_from_slice(&sealed);
@@ -39,6 +45,17 @@ pub fn seal(key: &MasterKey, kind: ObjectKind, plaintext: &[u8]) -> Vec<u8> {
 
 /// Open an enveloped object. `id` is the object's name, used only to name it in errors.
 pub fn open(key: &MasterKey, kind: ObjectKind, id: &ObjectId, bytes: &[u8]) -> Result<Vec<u8>> {
+    open_bound(key, kind, id, &[], bytes)
+}
+
+/// Open an envelope sealed by [`seal_bound`] with the same `bound` bytes.
+pub fn open_bound(
+    key: &MasterKey,
+    kind: ObjectKind,
+    id: &ObjectId,
+    bound: &[u8],
+    bytes: &[u8],
+) -> Result<Vec<u8>> {
     if bytes.len() < HEADER_LEN + SEAL_OVERHEAD {
         return Err(Error::corrupt(kind, id, "truncated envelope"));
     }
@@ -59,7 +76,7 @@ pub fn open(key: &MasterKey, kind: ObjectKind, id: &ObjectId, bytes: &[u8]) -> R
             "envelope header names another object kind",
         ));
     }
-    key.open(h, sealed)
+    key.open(&[h, bound].concat(), sealed)
         .ok_or_else(|| Error::corrupt(kind, id, "authentication failed (tampered or truncated)"))
 }
 

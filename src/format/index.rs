@@ -1,16 +1,24 @@
-//! Index files (`index/<id>`, enveloped with kind 1): for each pack written, its id, length and
-//! a copy of its header entries, so a reader finds any blob without opening pack headers.
+//! Index files (`index/<id>`): for each pack written, its id, length and a copy of its header
+//! entries, so a reader finds any blob without opening pack headers.
 //!
 //! ```text
+//! object    = "DVIX" ‖ version u8 = 1 ‖ reserved u8 × 3 = 0 ‖ pack count u32 ‖ pack ids (32 each)
+//!           ‖ envelope (kind 1), whose associated data also covers every byte before it
 //! plaintext = superseded count u32 ‖ superseded index ids (32 each)
 //!           ‖ pack count u32 ‖ packs
 //! pack      = pack id (32) ‖ pack length u64 ‖ entry count u32 ‖ entries (48 bytes each)
 //! ```
 //! `superseded` lists index files this one replaces (written by prune/repair); a reader that
 //! sees both may ignore the superseded ones.
+//!
+//! The clear-text pack list (the same ids, in the same order, as the encrypted body) lets
+//! `fsck --no-key` report packs an index refers to that are missing, without any key. It
+//! reveals nothing a listing of `data/` does not already show.
 
+use crate::crypto::MasterKey;
 use crate::error::{Error, ObjectKind, Result};
 use crate::format::bytes::Reader;
+use crate::format::envelope;
 use crate::format::pack::{BlobEntry, ENTRY_LEN};
 use crate::id::{ObjectId, PackId};
 
@@ -27,7 +35,78 @@ pub struct IndexFile {
     pub packs: Vec<IndexPack>,
 }
 
+pub const MAGIC: &[u8; 4] = b"DVIX";
+pub const VERSION: u8 = 1;
+
+/// The clear-text prefix of an index object: which packs it describes.
+fn prefix(packs: &[PackId]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(12 + packs.len() * 32);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&[VERSION, 0, 0, 0]);
+    b.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for p in packs {
+        b.extend_from_slice(&p.0);
+    }
+    b
+}
+
+/// Split an index object into its clear-text pack list, the prefix bytes, and the envelope.
+/// Needs no key; the list is authenticated only once the envelope is opened.
+pub fn split_object<'a>(
+    id: &ObjectId,
+    bytes: &'a [u8],
+) -> Result<(Vec<PackId>, &'a [u8], &'a [u8])> {
+    let bad = |d: &str| Error::corrupt(ObjectKind::Index, id, d);
+    let mut r = Reader::new(bytes);
+    if r.take(4) != Some(MAGIC.as_slice()) {
+        return Err(bad("bad magic"));
+    }
+    let hdr: [u8; 4] = r.array().ok_or_else(|| bad("truncated"))?;
+    if hdr[0] > VERSION {
+        return Err(Error::UnsupportedVersion {
+            found: hdr[0] as u32,
+            supported: VERSION as u32,
+        });
+    }
+    if hdr != [VERSION, 0, 0, 0] {
+        return Err(bad("bad version or reserved bytes"));
+    }
+    let n = r.u32().ok_or_else(|| bad("truncated"))? as usize;
+    if !r.has_items(n, 32) {
+        return Err(bad("pack count exceeds the object"));
+    }
+    let packs = (0..n)
+        .map(|_| r.array().map(ObjectId).ok_or_else(|| bad("truncated")))
+        .collect::<Result<Vec<_>>>()?;
+    let (pre, env) = bytes.split_at(r.position());
+    Ok((packs, pre, env))
+}
+
 impl IndexFile {
+    /// The stored object: clear-text pack list, then the sealed body.
+    pub fn seal(&self, key: &MasterKey) -> Vec<u8> {
+        let ids: Vec<PackId> = self.packs.iter().map(|p| p.id).collect();
+        let mut out = prefix(&ids);
+        let env = envelope::seal_bound(key, ObjectKind::Index, &out, &self.encode());
+        out.extend_from_slice(&env);
+        out
+    }
+
+    /// Open a stored index object and check its clear-text list against the body.
+    pub fn open(key: &MasterKey, id: &ObjectId, bytes: &[u8]) -> Result<IndexFile> {
+        let (packs, pre, env) = split_object(id, bytes)?;
+        let plain = envelope::open_bound(key, ObjectKind::Index, id, pre, env)?;
+        let f = IndexFile::decode(id, &plain)?;
+        if !f.packs.iter().map(|p| p.id).eq(packs.iter().copied()) {
+            return Err(Error::corrupt(
+                ObjectKind::Index,
+                id,
+                "clear-text pack list disagrees with the sealed body",
+            ));
+        }
+        Ok(f)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let n: usize = self
             .packs
@@ -100,6 +179,29 @@ mod tests {
     use super::*;
     use crate::format::pack::{BlobKind, Compression};
     use crate::id::ChunkId;
+
+    #[test]
+    fn sealed_object_binds_its_clear_text_pack_list() {
+        let key = MasterKey::generate();
+        let f = IndexFile {
+            superseded: vec![],
+            packs: vec![IndexPack {
+                id: ObjectId([7; 32]),
+                len: 10,
+                entries: vec![],
+            }],
+        };
+        let b = f.seal(&key);
+        let id = ObjectId::of(&b);
+        assert_eq!(split_object(&id, &b).unwrap().0, vec![ObjectId([7; 32])]);
+        assert_eq!(IndexFile::open(&key, &id, &b).unwrap(), f);
+        let mut t = b.clone();
+        t[12] ^= 1; // first byte of the clear-text pack id
+        assert!(IndexFile::open(&key, &id, &t).is_err());
+        for n in 0..b.len() {
+            assert!(IndexFile::open(&key, &id, &b[..n]).is_err());
+        }
+    }
 
     #[test]
     fn round_trip_and_truncation() {
