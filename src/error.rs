@@ -99,6 +99,12 @@ pub enum Error {
     },
     #[error("storage backend: {0}")]
     Backend(String),
+    /// A check could not run to the end (storage unreachable, I/O error): not a verdict.
+    #[error("check incomplete: {0}")]
+    CheckIncomplete(String),
+    /// fsck found damage; the report has the details.
+    #[error("repository damaged: {0}")]
+    Damaged(String),
     #[error("cache: {0}")]
     Cache(String),
 }
@@ -117,6 +123,7 @@ pub mod exit {
     pub const CORRUPT: i32 = 7;
     pub const UNSUPPORTED_VERSION: i32 = 8;
     pub const NOT_FOUND: i32 = 9;
+    pub const CHECK_INCOMPLETE: i32 = 10;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -138,9 +145,11 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Corrupt { .. } | Error::CorruptBlob { .. } | Error::StreamMismatch { .. } => {
-                exit::CORRUPT
-            }
+            Error::Corrupt { .. }
+            | Error::CorruptBlob { .. }
+            | Error::StreamMismatch { .. }
+            | Error::Damaged(_) => exit::CORRUPT,
+            Error::CheckIncomplete(_) => exit::CHECK_INCOMPLETE,
             Error::WrongPassword | Error::WeakKeyParameters(_) => exit::WRONG_PASSWORD,
             Error::NoRepository(_) => exit::NO_REPOSITORY,
             Error::UnsupportedVersion { .. } | Error::UnsupportedFeatures(_) => {

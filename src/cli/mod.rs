@@ -70,6 +70,14 @@ enum Cmd {
     Key(KeyCmd),
     /// Show what the repository holds.
     Stats,
+    /// Verify the repository: structure by default, every blob with --read-data, and with
+    /// --no-key what can be proved without any password. Exit 0 intact, 7 damaged,
+    /// 10 could not check.
+    Fsck(FsckArgs),
+    /// Recover from damage: `index` rebuilds the index from pack headers; `snapshots` lists
+    /// (and with --remove deletes) snapshots that cannot be restored.
+    #[command(subcommand)]
+    Repair(RepairCmd),
     /// Remove stale locks (from killed processes); `--all` removes every lock.
     Unlock {
         #[arg(long)]
@@ -182,6 +190,31 @@ struct RestoreArgs {
     /// Stream to restore when the snapshot holds several.
     #[arg(long)]
     stream: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct FsckArgs {
+    /// Download every pack and verify every blob, then stream the newest snapshot of each
+    /// series to check its whole-stream hash.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Verify only a slice of the packs: `N/M` (the N-th of M slices) or `P%` (a random share).
+    #[arg(long, value_name = "N/M|P%")]
+    read_data_subset: Option<crate::ops::fsck::Subset>,
+    /// Check without a password: object names against their BLAKE3, layouts, missing packs.
+    #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
+    no_key: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RepairCmd {
+    /// Rebuild the index from the pack headers (drops packs that are gone or unreadable).
+    Index,
+    /// List snapshots that cannot be restored; delete them only with --remove.
+    Snapshots {
+        #[arg(long)]
+        remove: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -322,6 +355,8 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Snapshots(f) => snapshots(&ctx, f),
         Cmd::Restore(a) => restore_cmd(&ctx, a),
         Cmd::Key(k) => key(&ctx, k),
+        Cmd::Fsck(a) => fsck_cmd(&ctx, a),
+        Cmd::Repair(r) => repair_cmd(&ctx, r),
         Cmd::Stats => {
             let mut repo = ctx.open()?;
             let s = crate::ops::stats::stats(&mut repo)?;
@@ -736,6 +771,147 @@ fn key(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<()> {
                 return print_json(&serde_json::json!({ "key": id }));
             }
             ctx.say(format!("password changed; new key {}", &id.to_hex()[..16]));
+            Ok(())
+        }
+    }
+}
+
+fn fsck_cmd(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
+    use crate::ops::fsck::{self, FsckOptions, Severity, Subset};
+    let bar = Progress::new(ctx.cli.quiet, None, "fsck");
+    let report_progress = |what: &str, done: u64, total: u64| {
+        bar.update(done, || format!("{what} {done}/{total}"));
+    };
+    // Storage failures mean "could not check", never "intact" or "damaged".
+    let incomplete = |e: Error| match e {
+        Error::Io { .. } | Error::Backend(_) | Error::Cache(_) => {
+            Error::CheckIncomplete(e.to_string())
+        }
+        e => e,
+    };
+    let report = if a.no_key {
+        let backend = ctx.backend()?;
+        fsck::fsck_no_key(backend.as_ref(), &report_progress).map_err(incomplete)?
+    } else {
+        let mut repo = ctx.open()?;
+        let read_data = match (a.read_data, a.read_data_subset) {
+            (true, _) => Some(Subset::All),
+            (false, s) => s,
+        };
+        fsck::fsck(&mut repo, &FsckOptions { read_data }, &report_progress).map_err(incomplete)?
+    };
+    bar.finish();
+    let damage = report
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Damage)
+        .count();
+    let warnings = report.problems.len() - damage;
+    if ctx.cli.json {
+        print_json(&serde_json::json!({
+            "ok": damage == 0, "damaged": damage > 0, "mode": report.mode,
+            "counts": report.counts, "problems": report.problems,
+        }))?;
+    } else {
+        let c = &report.counts;
+        let mut out = String::new();
+        out += &format!(
+            "fsck ({}): {} key files, {} index files, {} packs, {} snapshots",
+            report.mode, c.key_files, c.index_files, c.packs, c.snapshots
+        );
+        if c.packs_read > 0 {
+            out += &format!(
+                "; read {} packs ({}), {} blobs verified",
+                c.packs_read,
+                human(c.bytes_read),
+                c.blobs_verified
+            );
+        }
+        if c.streams_verified > 0 {
+            out += &format!(", {} streams verified", c.streams_verified);
+        }
+        out.push('\n');
+        for p in &report.problems {
+            let sev = match p.severity {
+                Severity::Damage => "DAMAGE ",
+                Severity::Warning => "warning",
+            };
+            out += &format!("{sev} {} {} {}: {}\n", p.object, p.id, p.problem, p.detail);
+            for s in &p.affected_snapshots {
+                out += &format!(
+                    "        affects snapshot {} ({} at {})\n",
+                    &s.id[..16],
+                    s.name,
+                    s.time.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
+        out += &if damage > 0 {
+            format!("result: DAMAGED ({damage} problems, {warnings} warnings)\n")
+        } else {
+            format!("result: ok ({warnings} warnings)\n")
+        };
+        std::io::stdout()
+            .write_all(out.as_bytes())
+            .map_err(|e| Error::io("write output", e))?;
+    }
+    if damage > 0 {
+        return Err(Error::Damaged(format!(
+            "{damage} problem(s) found; see the report above"
+        )));
+    }
+    Ok(())
+}
+
+fn repair_cmd(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
+    use crate::ops::repair;
+    let mut repo = ctx.open()?;
+    let bar = Progress::new(ctx.cli.quiet, None, "repair");
+    let report_progress = |what: &str, done: u64, total: u64| {
+        bar.update(done, || format!("{what} {done}/{total}"));
+    };
+    match r {
+        RepairCmd::Index => {
+            let rep = repair::repair_index(&mut repo, &report_progress)?;
+            bar.finish();
+            if ctx.cli.json {
+                return print_json(&rep);
+            }
+            println!(
+                "indexed {} blobs in {} packs; replaced {} index file(s)",
+                rep.blobs_indexed,
+                rep.packs_indexed,
+                rep.removed_index_files.len()
+            );
+            for s in &rep.skipped {
+                println!("skipped pack {}: {}", s.id, s.reason);
+            }
+            Ok(())
+        }
+        RepairCmd::Snapshots { remove } => {
+            let rep = repair::repair_snapshots(&mut repo, *remove, &report_progress)?;
+            bar.finish();
+            if ctx.cli.json {
+                return print_json(&rep);
+            }
+            for s in &rep.unrestorable {
+                println!(
+                    "{} snapshot {} ({} at {})",
+                    if rep.removed {
+                        "removed"
+                    } else {
+                        "unrestorable"
+                    },
+                    s.id,
+                    s.name,
+                    s.time.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            if rep.unrestorable.is_empty() {
+                println!("every snapshot is restorable");
+            } else if !rep.removed {
+                println!("run `dumpvault repair snapshots --remove` to delete them");
+            }
             Ok(())
         }
     }

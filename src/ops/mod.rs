@@ -2,5 +2,7 @@
 //! values (and an optional progress callback), never by printing: the CLI decides the output.
 
 pub mod backup;
+pub mod fsck;
+pub mod repair;
 pub mod restore;
 pub mod stats;

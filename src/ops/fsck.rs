@@ -1,0 +1,730 @@
+//! `fsck`: prove the repository intact, or name exactly what is damaged and which snapshots
+//! it affects.
+//!
+//! Levels:
+//! - structure (default): config and key files parse; every index file opens; every pack an
+//!   index lists exists with the recorded size; every snapshot opens and its chunk-list trees
+//!   resolve (tree blobs are read and verified, data chunks are looked up, not read).
+//! - `--read-data[-subset]`: additionally downloads the selected packs whole and checks the
+//!   pack's name is the BLAKE3 of its bytes, the header opens and agrees with the index, and
+//!   every blob opens, decompresses and hashes to its chunk ID; with the full set, the newest
+//!   snapshot of each series is also streamed to check its whole-stream BLAKE3.
+//! - `--no-key` (see `fsck_no_key`): with no password at all, every object's name against the
+//!   BLAKE3 of its bytes, the config's and key files' layouts, and the packs that index files
+//!   list in clear text.
+//!
+//! Problems have a severity: `damage` (data at risk: exit 7) or `warning` (harmless leftovers
+//! such as unreferenced packs, which prune removes).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::error::{Error, ObjectKind, Result};
+use crate::format::config::Config;
+use crate::format::index::split_object;
+use crate::format::keyfile::KeyFile;
+use crate::format::pack::{BlobEntry, BlobKind};
+use crate::format::tree::TreeNode;
+use crate::id::{ChunkId, ObjectId, PackId};
+use crate::index::Index;
+use crate::repo::{get_verified, list_ids, Repo};
+use crate::snapshot::SnapshotEntry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Damage,
+    Warning,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Affected {
+    pub id: String,
+    pub name: String,
+    pub time: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    /// config, key, pack, index, snapshot, chunk, object
+    pub object: String,
+    pub id: String,
+    /// Short code: missing, corrupt, size_mismatch, name_mismatch, unreferenced, unindexed,
+    /// duplicate, foreign, unreadable.
+    pub problem: String,
+    pub detail: String,
+    /// Every snapshot this problem makes unrestorable (empty for warnings, and for damage the
+    /// tool cannot attribute without a key).
+    pub affected_snapshots: Vec<Affected>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub key_files: usize,
+    pub index_files: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs_verified: u64,
+    pub bytes_read: u64,
+    pub snapshots: usize,
+    pub streams_verified: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FsckReport {
+    pub mode: String,
+    pub counts: Counts,
+    pub problems: Vec<Problem>,
+}
+
+impl FsckReport {
+    pub fn damaged(&self) -> bool {
+        self.problems.iter().any(|p| p.severity == Severity::Damage)
+    }
+
+    fn add(
+        &mut self,
+        severity: Severity,
+        object: &str,
+        id: impl ToString,
+        problem: &str,
+        detail: impl Into<String>,
+    ) -> usize {
+        self.problems.push(Problem {
+            severity,
+            object: object.into(),
+            id: id.to_string(),
+            problem: problem.into(),
+            detail: detail.into(),
+            affected_snapshots: Vec::new(),
+        });
+        self.problems.len() - 1
+    }
+
+    /// Snapshots this report says are damaged (deduplicated, oldest first).
+    pub fn damaged_snapshots(&self) -> Vec<Affected> {
+        let mut v: Vec<Affected> = Vec::new();
+        for p in self
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Damage)
+        {
+            for a in &p.affected_snapshots {
+                if !v.contains(a) {
+                    v.push(a.clone());
+                }
+            }
+        }
+        v.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        v
+    }
+}
+
+/// Which packs `--read-data-subset` selects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    All,
+    /// Slice n of m (1-based): packs whose id, read as a u32 from its first bytes, is n-1 mod m.
+    /// `n/m` with n = day of the month verifies everything over a month.
+    Slice(u32, u32),
+    /// A random fraction (0..=100) of the packs, drawn anew on every run.
+    Percent(f64),
+}
+
+impl std::str::FromStr for Subset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subset> {
+        let bad = || Error::InvalidInput(format!("subset {s:?}: use N/M (1 <= N <= M) or P%"));
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if m == 0 || n == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(Subset::Slice(n, m))
+    }
+}
+
+impl Subset {
+    fn selects(&self, pack: &PackId) -> bool {
+        match *self {
+            Subset::All => true,
+            Subset::Slice(n, m) => {
+                u32::from_le_bytes([pack.0[0], pack.0[1], pack.0[2], pack.0[3]]) % m == n - 1
+            }
+            Subset::Percent(p) => {
+                let mut r = [0u8; 4];
+                crate::crypto::random_bytes(&mut r);
+                (u32::from_le_bytes(r) as f64) < p / 100.0 * (u32::MAX as f64 + 1.0)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FsckOptions {
+    pub read_data: Option<Subset>,
+}
+
+/// Progress: (what, done, total).
+pub type ProgressFn<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
+
+fn affected(s: &SnapshotEntry) -> Affected {
+    Affected {
+        id: s.id.to_hex(),
+        name: s.snapshot.name.clone(),
+        time: s.snapshot.time,
+    }
+}
+
+/// What the structure pass learned about each snapshot's chunk lists.
+#[derive(Default)]
+struct Walk {
+    /// pack → indexes (into the snapshot list) of snapshots that read from it
+    pack_users: HashMap<PackId, BTreeSet<usize>>,
+    /// chunks that a snapshot needs and the repository cannot provide → snapshot indexes
+    missing: HashMap<ChunkId, (String, BTreeSet<usize>)>,
+    referenced: HashSet<ChunkId>,
+}
+
+/// Walk one stream's tree, recording every chunk's pack and every problem, without stopping
+/// at the first one. Tree blobs are read and verified; data chunks are only looked up.
+fn walk_stream(
+    repo: &Repo,
+    index: &Index,
+    present: &dyn Fn(&PackId) -> bool,
+    root: &ChunkId,
+    size: u64,
+    snap: usize,
+    w: &mut Walk,
+) {
+    let mut stack: Vec<(ChunkId, Option<u8>, u64)> = vec![(*root, None, size)];
+    while let Some((id, level, len)) = stack.pop() {
+        w.referenced.insert(id);
+        let miss = |w: &mut Walk, id: ChunkId, why: String| {
+            w.missing
+                .entry(id)
+                .or_insert_with(|| (why, BTreeSet::new()))
+                .1
+                .insert(snap);
+        };
+        let Some((pack, entry)) = index.get(&id) else {
+            miss(w, id, "not in any index".into());
+            continue;
+        };
+        w.pack_users.entry(pack).or_default().insert(snap);
+        if !present(&pack) {
+            miss(w, id, format!("its pack {pack} is missing or damaged"));
+            continue;
+        }
+        let node = match repo.read_blob(index, &id) {
+            Ok(p) if entry.kind == BlobKind::Tree => TreeNode::decode(&p),
+            Ok(_) => Err("is a data blob where a tree blob was expected".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let node = match node {
+            Ok(n) if level.is_some_and(|l| l != n.level) => Err(format!(
+                "tree level {} where {level:?} was expected",
+                n.level
+            )),
+            Ok(n) if n.total_len() != Some(len) => Err(format!(
+                "tree covers {:?} bytes, expected {len}",
+                n.total_len()
+            )),
+            other => other,
+        };
+        let node = match node {
+            Ok(n) => n,
+            Err(why) => {
+                miss(w, id, format!("unreadable tree blob: {why}"));
+                continue;
+            }
+        };
+        for e in node.entries.iter().rev() {
+            if node.level > 0 {
+                stack.push((e.id, Some(node.level - 1), e.len));
+                continue;
+            }
+            w.referenced.insert(e.id);
+            match index.get(&e.id) {
+                None => miss(w, e.id, "not in any index".into()),
+                Some((p, be)) => {
+                    w.pack_users.entry(p).or_default().insert(snap);
+                    if be.kind != BlobKind::Data || be.raw_len as u64 != e.len {
+                        miss(w, e.id, "index entry disagrees with the chunk list".into());
+                    } else if !present(&p) {
+                        miss(w, e.id, format!("its pack {p} is missing or damaged"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Snapshots (indexes) whose streams need any chunk in `bad`; walks only the candidates.
+fn snapshots_needing(
+    repo: &Repo,
+    index: &Index,
+    snaps: &[SnapshotEntry],
+    candidates: &BTreeSet<usize>,
+    bad: &HashSet<ChunkId>,
+) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for &i in candidates {
+        let mut w = Walk::default();
+        for s in &snaps[i].snapshot.streams {
+            walk_stream(repo, index, &|_| true, &s.root, s.size, i, &mut w);
+        }
+        if w.referenced.iter().any(|c| bad.contains(c)) {
+            out.insert(i);
+        }
+    }
+    out
+}
+
+pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Result<FsckReport> {
+    let mut r = FsckReport {
+        mode: match opts.read_data {
+            None => "structure".into(),
+            Some(Subset::All) => "read-data".into(),
+            Some(s) => format!("read-data-subset {s:?}"),
+        },
+        ..Default::default()
+    };
+    let backend = std::sync::Arc::clone(&repo.backend);
+    check_keys(backend.as_ref(), &mut r)?;
+
+    let listed: HashMap<PackId, u64> = list_packs(backend.as_ref(), &mut r)?;
+    r.counts.packs = listed.len();
+
+    // Index files, read directly: the cache is not evidence.
+    let mut index = Index::default();
+    let mut indexed: HashMap<PackId, (u64, Vec<BlobEntry>)> = HashMap::new();
+    let mut chunk_packs: HashMap<ChunkId, BTreeSet<PackId>> = HashMap::new();
+    for id in list_ids(backend.as_ref(), ObjectKind::Index)? {
+        r.counts.index_files += 1;
+        match repo.read_index_file(&id) {
+            Ok(f) => {
+                index.add_file(&f);
+                for p in f.packs {
+                    for e in &p.entries {
+                        chunk_packs.entry(e.id).or_default().insert(p.id);
+                    }
+                    indexed.entry(p.id).or_insert((p.len, p.entries));
+                }
+            }
+            Err(e) => {
+                r.add(Severity::Damage, "index", id, "corrupt", e.to_string());
+            }
+        }
+    }
+    let mut bad_packs: HashMap<PackId, usize> = HashMap::new();
+    for (pid, (len, _)) in &indexed {
+        match listed.get(pid) {
+            None => {
+                let i = r.add(
+                    Severity::Damage,
+                    "pack",
+                    pid,
+                    "missing",
+                    "an index lists this pack but it does not exist",
+                );
+                bad_packs.insert(*pid, i);
+            }
+            Some(sz) if sz != len => {
+                let i = r.add(
+                    Severity::Damage,
+                    "pack",
+                    pid,
+                    "size_mismatch",
+                    format!("{sz} bytes stored, the index says {len} (truncated?)"),
+                );
+                bad_packs.insert(*pid, i);
+            }
+            Some(_) => {}
+        }
+    }
+    for (c, ps) in &chunk_packs {
+        if ps.len() > 1 {
+            let list: Vec<String> = ps.iter().map(|p| p.short()).collect();
+            r.add(
+                Severity::Warning,
+                "chunk",
+                c,
+                "duplicate",
+                format!(
+                    "stored in {} packs ({}); prune can drop the extra copies",
+                    ps.len(),
+                    list.join(", ")
+                ),
+            );
+        }
+    }
+
+    // Snapshots and their trees.
+    let mut snaps = Vec::new();
+    for id in list_ids(backend.as_ref(), ObjectKind::Snapshot)? {
+        match repo.read_snapshot(&id) {
+            Ok(s) => snaps.push(SnapshotEntry { id, snapshot: s }),
+            Err(e) => {
+                r.add(Severity::Damage, "snapshot", id, "corrupt", e.to_string());
+            }
+        }
+    }
+    snaps.sort_by_key(|s| (s.snapshot.time, s.id));
+    r.counts.snapshots = snaps.len();
+    let mut walk = Walk::default();
+    {
+        let present = |p: &PackId| !bad_packs.contains_key(p);
+        for (i, s) in snaps.iter().enumerate() {
+            progress("snapshots", i as u64, snaps.len() as u64);
+            for st in &s.snapshot.streams {
+                walk_stream(repo, &index, &present, &st.root, st.size, i, &mut walk);
+            }
+        }
+    }
+    let mut chunk_problems: Vec<_> = walk.missing.iter().collect();
+    chunk_problems.sort_by_key(|(c, _)| **c);
+    for (c, (why, users)) in chunk_problems {
+        let i = r.add(Severity::Damage, "chunk", c, "missing", why.clone());
+        r.problems[i].affected_snapshots = users.iter().map(|&u| affected(&snaps[u])).collect();
+    }
+    for (pid, &i) in &bad_packs {
+        if let Some(users) = walk.pack_users.get(pid) {
+            r.problems[i].affected_snapshots = users.iter().map(|&u| affected(&snaps[u])).collect();
+        }
+    }
+    for (pid, _) in listed.iter().filter(|(p, _)| !indexed.contains_key(p)) {
+        r.add(Severity::Warning, "pack", pid, "unindexed", "no index lists this pack (left by an interrupted backup?); prune removes it, repair index adopts it");
+    }
+    for (pid, (_, entries)) in &indexed {
+        if listed.contains_key(pid) && !entries.iter().any(|e| walk.referenced.contains(&e.id)) {
+            r.add(
+                Severity::Warning,
+                "pack",
+                pid,
+                "unreferenced",
+                "no snapshot uses this pack; prune removes it",
+            );
+        }
+    }
+
+    if let Some(subset) = opts.read_data {
+        read_data(
+            repo, &index, &indexed, &listed, &bad_packs, subset, &snaps, &walk, &mut r, progress,
+        )?;
+        if subset == Subset::All {
+            verify_streams(repo, &snaps, &mut r, progress);
+        }
+    }
+    r.problems
+        .sort_by(|a, b| (a.severity, &a.object, &a.id).cmp(&(b.severity, &b.object, &b.id)));
+    Ok(r)
+}
+
+fn check_keys(backend: &dyn Backend, r: &mut FsckReport) -> Result<()> {
+    for id in list_ids(backend, ObjectKind::Key)? {
+        r.counts.key_files += 1;
+        if let Err(e) =
+            get_verified(backend, ObjectKind::Key, &id).and_then(|b| KeyFile::decode(&id, &b))
+        {
+            r.add(Severity::Damage, "key", id, "corrupt", e.to_string());
+        }
+    }
+    if r.counts.key_files == 0 {
+        r.add(
+            Severity::Damage,
+            "key",
+            "-",
+            "missing",
+            "the repository has no key files",
+        );
+    }
+    Ok(())
+}
+
+fn list_packs(backend: &dyn Backend, r: &mut FsckReport) -> Result<HashMap<PackId, u64>> {
+    let mut out = HashMap::new();
+    for (name, size) in backend.list(ObjectKind::Pack)? {
+        match name.parse::<ObjectId>() {
+            Ok(id) => {
+                out.insert(id, size);
+            }
+            Err(_) => {
+                r.add(
+                    Severity::Warning,
+                    "object",
+                    format!("data/{name}"),
+                    "foreign",
+                    "not a dumpvault object name",
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One pack read in full: (id, bytes read, blobs verified, problems, chunks that failed).
+type PackCheck = (PackId, u64, u64, Vec<String>, Vec<ChunkId>);
+
+#[allow(clippy::too_many_arguments)]
+fn read_data(
+    repo: &Repo,
+    index: &Index,
+    indexed: &HashMap<PackId, (u64, Vec<BlobEntry>)>,
+    listed: &HashMap<PackId, u64>,
+    bad_packs: &HashMap<PackId, usize>,
+    subset: Subset,
+    snaps: &[SnapshotEntry],
+    walk: &Walk,
+    r: &mut FsckReport,
+    progress: ProgressFn<'_>,
+) -> Result<()> {
+    let mut chosen: Vec<PackId> = listed
+        .keys()
+        .filter(|p| !bad_packs.contains_key(p) && subset.selects(p))
+        .copied()
+        .collect();
+    chosen.sort();
+    let total = chosen.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let (backend, key) = (repo.backend.as_ref(), &repo.key);
+    // Two packs in flight: enough to keep both cores busy, bounded memory.
+    let results: Vec<PackCheck> = chosen
+        .par_iter()
+        .with_max_len(1)
+        .map(|pid| {
+            let mut errs = Vec::new();
+            let mut bad_chunks = Vec::new();
+            let mut verified = 0u64;
+            let bytes = match backend.get(ObjectKind::Pack, &pid.to_hex()) {
+                Ok(b) => b,
+                Err(e) => return (*pid, 0, 0, vec![format!("cannot read: {e}")], vec![]),
+            };
+            if ObjectId::of(&bytes) != *pid {
+                errs.push("content does not hash to its name".to_string());
+            }
+            let len = bytes.len() as u64;
+            let header = crate::pack::read_header(key, pid, len, |o, l| {
+                Ok(bytes[o as usize..(o + l) as usize].to_vec())
+            });
+            match header {
+                Err(e) => errs.push(format!("header: {e}")),
+                Ok(entries) => {
+                    if let Some((_, ix)) = indexed.get(pid) {
+                        if ix != &entries {
+                            errs.push("pack header disagrees with the index".into());
+                        }
+                    }
+                    for e in &entries {
+                        let s = &bytes[e.offset as usize..e.end() as usize];
+                        match crate::pack::open_blob(key, pid, e, s) {
+                            Ok(_) => verified += 1,
+                            Err(_) => bad_chunks.push(e.id),
+                        }
+                    }
+                    if !bad_chunks.is_empty() {
+                        errs.push(format!(
+                            "{} of {} blobs fail verification (first: chunk {})",
+                            bad_chunks.len(),
+                            entries.len(),
+                            bad_chunks[0]
+                        ));
+                    }
+                }
+            }
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress("read-data", n, total);
+            (*pid, len, verified, errs, bad_chunks)
+        })
+        .collect();
+    for (pid, len, verified, errs, bad_chunks) in results {
+        r.counts.packs_read += 1;
+        r.counts.bytes_read += len;
+        r.counts.blobs_verified += verified;
+        if errs.is_empty() {
+            continue;
+        }
+        let i = r.add(Severity::Damage, "pack", pid, "corrupt", errs.join("; "));
+        let users = walk.pack_users.get(&pid).cloned().unwrap_or_default();
+        // A damaged header or name makes the whole pack suspect; damaged blobs affect exactly
+        // the snapshots that need them.
+        let affected_idx = if bad_chunks.is_empty() {
+            users
+        } else {
+            snapshots_needing(
+                repo,
+                index,
+                snaps,
+                &users,
+                &bad_chunks.into_iter().collect(),
+            )
+        };
+        r.problems[i].affected_snapshots =
+            affected_idx.iter().map(|&u| affected(&snaps[u])).collect();
+    }
+    Ok(())
+}
+
+/// Stream the newest snapshot of each series through restore (every chunk and the whole-stream
+/// BLAKE3 verified) into a sink.
+fn verify_streams(
+    repo: &mut Repo,
+    snaps: &[SnapshotEntry],
+    r: &mut FsckReport,
+    progress: ProgressFn<'_>,
+) {
+    let mut newest: HashMap<&str, &SnapshotEntry> = HashMap::new();
+    for s in snaps {
+        newest.insert(&s.snapshot.name, s);
+    }
+    let mut list: Vec<&SnapshotEntry> = newest.into_values().collect();
+    list.sort_by_key(|s| s.id);
+    for (i, s) in list.iter().enumerate() {
+        progress("streams", i as u64, list.len() as u64);
+        for st in &s.snapshot.streams {
+            let res =
+                crate::ops::restore::restore(repo, s, Some(&st.name), &mut std::io::sink(), |_| {});
+            match res {
+                Ok(_) => r.counts.streams_verified += 1,
+                Err(e) => {
+                    let i = r.add(
+                        Severity::Damage,
+                        "snapshot",
+                        s.id,
+                        "stream_mismatch",
+                        format!("stream {:?}: {e}", st.name),
+                    );
+                    r.problems[i].affected_snapshots = vec![affected(s)];
+                }
+            }
+        }
+    }
+}
+
+/// Check without any key: names against BLAKE3, config and key-file layouts, and the packs index
+/// files list in clear text. Cannot check: that blobs decrypt, that snapshots' chunk lists
+/// resolve, or which snapshots a problem affects.
+pub fn fsck_no_key(backend: &dyn Backend, progress: ProgressFn<'_>) -> Result<FsckReport> {
+    let mut r = FsckReport {
+        mode: "no-key".into(),
+        ..Default::default()
+    };
+    match backend.get(ObjectKind::Config, "config") {
+        Err(Error::ObjectNotFound { .. }) => return Err(Error::NoRepository(backend.location())),
+        Err(e) => return Err(e),
+        Ok(b) => {
+            if let Err(e) = Config::decode(&b) {
+                if matches!(
+                    e,
+                    Error::UnsupportedVersion { .. } | Error::UnsupportedFeatures(_)
+                ) {
+                    return Err(e);
+                }
+                r.add(
+                    Severity::Damage,
+                    "config",
+                    "config",
+                    "corrupt",
+                    e.to_string(),
+                );
+            }
+        }
+    }
+    check_keys(backend, &mut r)?;
+    let listed = list_packs(backend, &mut r)?;
+    r.counts.packs = listed.len();
+    let mut referenced: HashSet<PackId> = HashSet::new();
+    for kind in [ObjectKind::Index, ObjectKind::Snapshot, ObjectKind::Pack] {
+        let names = backend.list(kind)?;
+        let total = names.len() as u64;
+        for (i, (name, _)) in names.into_iter().enumerate() {
+            progress(kind.as_str(), i as u64, total);
+            let Ok(id) = name.parse::<ObjectId>() else {
+                if kind != ObjectKind::Pack {
+                    r.add(
+                        Severity::Warning,
+                        "object",
+                        format!("{kind}/{name}"),
+                        "foreign",
+                        "not a dumpvault object name",
+                    );
+                }
+                continue;
+            };
+            let bytes = match backend.get(kind, &name) {
+                Ok(b) => b,
+                Err(e) => {
+                    r.add(
+                        Severity::Damage,
+                        kind.as_str(),
+                        id,
+                        "unreadable",
+                        e.to_string(),
+                    );
+                    continue;
+                }
+            };
+            r.counts.bytes_read += bytes.len() as u64;
+            match kind {
+                ObjectKind::Index => r.counts.index_files += 1,
+                ObjectKind::Snapshot => r.counts.snapshots += 1,
+                _ => r.counts.packs_read += 1,
+            }
+            if ObjectId::of(&bytes) != id {
+                r.add(
+                    Severity::Damage,
+                    kind.as_str(),
+                    id,
+                    "name_mismatch",
+                    "content does not hash to its name",
+                );
+                continue;
+            }
+            if kind == ObjectKind::Index {
+                match split_object(&id, &bytes) {
+                    Ok((packs, _, _)) => referenced.extend(packs),
+                    Err(e) => {
+                        r.add(Severity::Damage, "index", id, "corrupt", e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut missing: Vec<_> = referenced
+        .iter()
+        .filter(|p| !listed.contains_key(p))
+        .collect();
+    missing.sort();
+    for p in missing {
+        r.add(Severity::Damage, "pack", p, "missing", "an index lists this pack but it does not exist (the snapshots affected can only be named with the key)");
+    }
+    let mut extra: Vec<_> = listed.keys().filter(|p| !referenced.contains(p)).collect();
+    extra.sort();
+    for p in extra {
+        r.add(
+            Severity::Warning,
+            "pack",
+            p,
+            "unindexed",
+            "no index lists this pack",
+        );
+    }
+    r.problems
+        .sort_by(|a, b| (a.severity, &a.object, &a.id).cmp(&(b.severity, &b.object, &b.id)));
+    Ok(r)
+}
