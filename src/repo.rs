@@ -46,6 +46,8 @@ impl Default for InitOptions {
 pub struct OpenOptions {
     /// Directory for the metadata cache; `None` disables it.
     pub cache_dir: Option<PathBuf>,
+    /// How long to wait for a conflicting lock to go away before failing with `LockHeld`.
+    pub lock_wait: std::time::Duration,
 }
 
 /// A key file as `key list` shows it.
@@ -67,6 +69,7 @@ pub struct Repo {
     pub key_id: ObjectId,
     cache: Option<Cache>,
     pub(crate) index: Option<Index>,
+    pub lock_wait: std::time::Duration,
 }
 
 pub fn now_unix() -> i64 {
@@ -169,6 +172,7 @@ impl Repo {
             key_id,
             cache: None,
             index: Some(Index::default()),
+            lock_wait: std::time::Duration::ZERO,
         })
     }
 
@@ -237,6 +241,7 @@ impl Repo {
             key_id,
             cache,
             index: None,
+            lock_wait: opts.lock_wait,
         })
     }
 
@@ -401,7 +406,22 @@ impl Repo {
         if exclusive || operation != "restore" {
             self.config.check_writable()?;
         }
-        LockGuard::acquire(Arc::clone(&self.backend), &self.key, exclusive, operation)
+        let deadline = std::time::Instant::now() + self.lock_wait;
+        loop {
+            match LockGuard::acquire(Arc::clone(&self.backend), &self.key, exclusive, operation) {
+                Err(Error::LockHeld(why)) if std::time::Instant::now() < deadline => {
+                    if crate::signals::interrupted() {
+                        return Err(Error::Interrupted);
+                    }
+                    let _ = why;
+                    // Jitter so two waiters do not retry in lockstep.
+                    let mut r = [0u8; 1];
+                    crate::crypto::random_bytes(&mut r);
+                    std::thread::sleep(std::time::Duration::from_millis(500 + 4 * r[0] as u64));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {

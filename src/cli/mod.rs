@@ -51,6 +51,10 @@ pub struct Cli {
     /// Do not use the local metadata cache.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Wait up to this long for a conflicting lock (e.g. a running prune) instead of failing
+    /// with exit 5: `30s`, `10m`, `2h`.
+    #[arg(long, global = true, value_parser = parse_wait, default_value = "0s")]
+    lock_wait: std::time::Duration,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -78,6 +82,12 @@ enum Cmd {
     /// (and with --remove deletes) snapshots that cannot be restored.
     #[command(subcommand)]
     Repair(RepairCmd),
+    /// Apply a retention policy (grandfather-father-son) and delete the snapshots it does not
+    /// keep; `--prune` then reclaims their space.
+    Forget(ForgetArgs),
+    /// Delete data no snapshot needs: unreferenced packs are deleted, mostly-unused packs
+    /// repacked.
+    Prune(PruneArgs),
     /// Remove stale locks (from killed processes); `--all` removes every lock.
     Unlock {
         #[arg(long)]
@@ -193,6 +203,103 @@ struct RestoreArgs {
 }
 
 #[derive(Args, Debug)]
+struct PruneArgs {
+    /// Repack packs with more than this share of unused bytes.
+    #[arg(long, default_value = "5%", value_parser = parse_percent)]
+    max_unused: f64,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the N newest hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// ... of each of the N newest days that have one (UTC days).
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// ... of each of the N newest ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// ... of each of the N newest months that have one.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// ... of each of the N newest years that have one.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot within this long of the group's newest (e.g. 7d, 36h, 1y6m).
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_duration)]
+    keep_within: Option<chrono::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_duration)]
+    keep_within_hourly: Option<chrono::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_duration)]
+    keep_within_daily: Option<chrono::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_duration)]
+    keep_within_weekly: Option<chrono::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_duration)]
+    keep_within_monthly: Option<chrono::Duration>,
+    #[arg(long, value_name = "DURATION", value_parser = crate::retention::parse_duration)]
+    keep_within_yearly: Option<chrono::Duration>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long = "keep-tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    keep_tags: Vec<(String, String)>,
+    /// Group snapshots by these fields before applying the policy: name, host, tags.
+    #[arg(long, value_delimiter = ',', default_value = "name")]
+    group_by: Vec<crate::ops::forget::GroupBy>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// For --prune: repack packs with more than this share of unused bytes.
+    #[arg(long, default_value = "5%", value_parser = parse_percent)]
+    max_unused: f64,
+}
+
+impl ForgetArgs {
+    fn policy(&self) -> crate::retention::Policy {
+        use crate::retention::{Period, Policy};
+        let mut p = Policy {
+            last: self.keep_last,
+            within: self.keep_within,
+            tags: self.keep_tags.clone(),
+            ..Default::default()
+        };
+        for (period, n) in [
+            (Period::Hourly, self.keep_hourly),
+            (Period::Daily, self.keep_daily),
+            (Period::Weekly, self.keep_weekly),
+            (Period::Monthly, self.keep_monthly),
+            (Period::Yearly, self.keep_yearly),
+        ] {
+            if let Some(n) = n {
+                p.count.insert(period, n);
+            }
+        }
+        for (period, d) in [
+            (Period::Hourly, self.keep_within_hourly),
+            (Period::Daily, self.keep_within_daily),
+            (Period::Weekly, self.keep_within_weekly),
+            (Period::Monthly, self.keep_within_monthly),
+            (Period::Yearly, self.keep_within_yearly),
+        ] {
+            if let Some(d) = d {
+                p.within_period.insert(period, d);
+            }
+        }
+        p
+    }
+}
+
+#[derive(Args, Debug)]
 struct FsckArgs {
     /// Download every pack and verify every blob, then stream the newest snapshot of each
     /// series to check its whole-stream hash.
@@ -239,6 +346,32 @@ enum KeyCmd {
         #[command(flatten)]
         kdf: KdfArgs,
     },
+}
+
+fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: use e.g. 30s, 10m, 2h"))?;
+    Ok(std::time::Duration::from_secs(n * mult))
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?}: use a percentage such as 5%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?}: must be between 0% and 100%"));
+    }
+    Ok(v / 100.0)
 }
 
 fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
@@ -331,7 +464,14 @@ impl Ctx<'_> {
                 .clone()
                 .or_else(crate::cache::default_dir)
         };
-        Repo::open(backend, pw.as_bytes(), &OpenOptions { cache_dir })
+        Repo::open(
+            backend,
+            pw.as_bytes(),
+            &OpenOptions {
+                cache_dir,
+                lock_wait: self.cli.lock_wait,
+            },
+        )
     }
 
     fn say(&self, msg: impl AsRef<str>) {
@@ -356,6 +496,11 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Restore(a) => restore_cmd(&ctx, a),
         Cmd::Key(k) => key(&ctx, k),
         Cmd::Fsck(a) => fsck_cmd(&ctx, a),
+        Cmd::Forget(a) => forget_cmd(&ctx, a),
+        Cmd::Prune(a) => {
+            let mut repo = ctx.open()?;
+            prune_run(&ctx, &mut repo, a.max_unused, a.dry_run)
+        }
         Cmd::Repair(r) => repair_cmd(&ctx, r),
         Cmd::Stats => {
             let mut repo = ctx.open()?;
@@ -774,6 +919,118 @@ fn key(ctx: &Ctx<'_>, k: &KeyCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn forget_cmd(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
+    use crate::ops::forget;
+    let mut repo = ctx.open()?;
+    let mut plan = forget::plan(
+        &mut repo,
+        &a.filter.filter(),
+        &a.group_by,
+        &a.policy(),
+        Utc::now(),
+    )?;
+    if !a.dry_run {
+        forget::execute(&repo, &mut plan)?;
+    }
+    if ctx.cli.json && !a.prune {
+        return print_json(&plan);
+    }
+    let mut out = String::new();
+    for g in &plan.groups {
+        let key: Vec<String> = g.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out += &format!("group {}\n", key.join(" "));
+        for e in &g.snapshots {
+            out += &format!(
+                "  {:<6} {}  {}  {}\n",
+                if e.keep {
+                    "keep"
+                } else if plan.removed {
+                    "REMOVED"
+                } else {
+                    "remove"
+                },
+                &e.id[..16],
+                e.time.format("%Y-%m-%d %H:%M:%S"),
+                if e.keep {
+                    e.reasons.join(", ")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    out += &format!(
+        "{} kept, {} {}\n",
+        plan.keep,
+        plan.remove,
+        if plan.removed {
+            "removed"
+        } else {
+            "would be removed (dry run)"
+        }
+    );
+    if ctx.cli.json {
+        // With --prune and --json, print both as one document at the end.
+        let prune = if a.dry_run {
+            None
+        } else {
+            Some(crate::ops::prune::prune(
+                &mut repo,
+                &crate::ops::prune::PruneOptions {
+                    max_unused: a.max_unused,
+                },
+                false,
+            )?)
+        };
+        return print_json(&serde_json::json!({ "forget": plan, "prune": prune }));
+    }
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(|e| Error::io("write output", e))?;
+    if a.prune {
+        prune_run(ctx, &mut repo, a.max_unused, a.dry_run)?;
+    }
+    Ok(())
+}
+
+fn prune_run(ctx: &Ctx<'_>, repo: &mut Repo, max_unused: f64, dry_run: bool) -> Result<()> {
+    use crate::ops::prune;
+    let r = prune::prune(repo, &prune::PruneOptions { max_unused }, dry_run)?;
+    if ctx.cli.json {
+        return print_json(&r);
+    }
+    let p = &r.plan;
+    println!(
+        "prune plan: {} snapshots, {} packs ({}); delete {} unused + {} unindexed packs, repack {} ({} to copy), keep {}",
+        p.snapshots,
+        p.packs,
+        human(p.pack_bytes),
+        p.delete_packs.len(),
+        p.unindexed_packs.len(),
+        p.repack_packs.len(),
+        human(p.bytes_repacked),
+        p.keep_packs
+    );
+    if r.executed {
+        println!(
+            "pruned: {} -> {} (reclaimed {}), {} new packs, {:.1}s",
+            human(r.bytes_before),
+            human(r.bytes_after),
+            human(r.bytes_before.saturating_sub(r.bytes_after)),
+            r.new_packs,
+            r.duration_ms as f64 / 1000.0
+        );
+    } else if dry_run {
+        println!(
+            "dry run: would reclaim about {}",
+            human(p.bytes_freed_gross.saturating_sub(p.bytes_repacked))
+        );
+    } else {
+        println!("nothing to prune");
+    }
+    Ok(())
 }
 
 fn fsck_cmd(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {

@@ -2,7 +2,9 @@
 //! values (and an optional progress callback), never by printing: the CLI decides the output.
 
 pub mod backup;
+pub mod forget;
 pub mod fsck;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod stats;

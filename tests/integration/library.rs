@@ -86,6 +86,7 @@ fn second_backup_of_unchanged_dump_downloads_no_index() {
     let cache = tempfile::tempdir().unwrap();
     let oo = OpenOptions {
         cache_dir: Some(cache.path().to_path_buf()),
+        ..Default::default()
     };
     Repo::init(Arc::clone(&backend), b"pw", &init_opts()).unwrap();
     let data = sql_like(50_000, 21);

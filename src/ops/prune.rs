@@ -1,0 +1,342 @@
+//! `prune`: reclaim the space of data no snapshot needs.
+//!
+//! Plan (read-only, all that `--dry-run` does): under the exclusive lock, read every index file
+//! and snapshot, mark every blob reachable from a snapshot (tree blobs and data chunks), and
+//! classify each pack: *delete* (nothing reachable, or no index lists it), *repack* (its
+//! unreachable share exceeds `max_unused`), or *keep*. A chunk stored twice is reachable in
+//! one pack only (the one the index resolves it to). If any reachable blob is missing, or its
+//! pack is, prune refuses and deletes nothing.
+//!
+//! Execution, in the order that makes a crash at any point harmless:
+//! 1. copy the reachable blobs of repacked packs (verified, still sealed) into new packs;
+//! 2. write one new index file describing every kept and new pack, superseding all old ones;
+//! 3. delete the old index files;
+//! 4. delete the packs marked delete or repack.
+//! A crash before 2 leaves new, unindexed packs (the next prune deletes them); between 2 and
+//! 3, both indexes are valid; after 3, the packs still to delete are unindexed, and the next
+//! prune deletes them.
+//!
+//! Concurrency: prune holds the exclusive lock for its whole run, so no backup (shared lock)
+//! can be adding packs or relying on chunks it deletes. See format-spec/08-locks.md.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, ObjectKind, Result};
+use crate::failpoint;
+use crate::format::index::{IndexFile, IndexPack};
+use crate::format::pack::{BlobEntry, BlobKind};
+use crate::format::tree::TreeNode;
+use crate::id::{ChunkId, ObjectId, PackId};
+use crate::index::Index;
+use crate::pack::{PackWriter, SealedBlob};
+use crate::repo::{list_ids, Repo};
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Repack a pack when more than this fraction of its bytes is unreachable.
+    pub max_unused: f64,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { max_unused: 0.05 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrunePlan {
+    pub snapshots: usize,
+    pub index_files: usize,
+    pub packs: usize,
+    pub pack_bytes: u64,
+    pub reachable_blobs: usize,
+    /// Packs deleted outright (nothing reachable in them).
+    pub delete_packs: Vec<PackId>,
+    /// Packs no index lists (left by interrupted backups or an interrupted prune).
+    pub unindexed_packs: Vec<PackId>,
+    /// Packs whose reachable blobs are copied out before they are deleted.
+    pub repack_packs: Vec<PackId>,
+    pub keep_packs: usize,
+    /// Bytes of packs deleted or repacked.
+    pub bytes_freed_gross: u64,
+    /// Bytes copied into new packs by repacking.
+    pub bytes_repacked: u64,
+    #[serde(skip)]
+    keep: Vec<IndexPack>,
+    #[serde(skip)]
+    to_copy: Vec<(PackId, BlobEntry)>,
+    #[serde(skip)]
+    old_index: Vec<ObjectId>,
+}
+
+impl PrunePlan {
+    pub fn is_noop(&self) -> bool {
+        self.delete_packs.is_empty()
+            && self.unindexed_packs.is_empty()
+            && self.repack_packs.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneResult {
+    pub plan: PrunePlan,
+    pub executed: bool,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub new_packs: usize,
+    pub new_index: Option<ObjectId>,
+    pub duration_ms: u64,
+}
+
+fn missing(what: String) -> Error {
+    Error::Damaged(format!(
+        "prune refused, nothing was deleted: {what}. Run `dumpvault fsck` to see the damage, and `dumpvault repair` to recover"
+    ))
+}
+
+/// Compute the plan. The caller holds the exclusive lock.
+pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
+    let backend = repo.backend.as_ref();
+    let listed: HashMap<PackId, u64> = backend
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|(n, s)| n.parse().ok().map(|id| (id, s)))
+        .collect();
+    let old_index = list_ids(backend, ObjectKind::Index)?;
+    let mut index = Index::default();
+    let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
+    for id in &old_index {
+        let f = repo.read_index_file(id)?;
+        index.add_file(&f);
+        for p in f.packs {
+            packs.entry(p.id).or_insert(p);
+        }
+    }
+    for (pid, p) in &packs {
+        match listed.get(pid) {
+            None => {
+                return Err(missing(format!(
+                    "pack {pid} is listed in the index but missing"
+                )))
+            }
+            Some(&sz) if sz != p.len => {
+                return Err(missing(format!(
+                    "pack {pid} has {sz} bytes, the index says {}",
+                    p.len
+                )))
+            }
+            _ => {}
+        }
+    }
+
+    // Mark.
+    let snaps = list_ids(backend, ObjectKind::Snapshot)?;
+    let mut reachable: HashSet<ChunkId> = HashSet::new();
+    for sid in &snaps {
+        let s = repo.read_snapshot(sid)?;
+        for st in &s.streams {
+            let mut stack = vec![st.root];
+            while let Some(id) = stack.pop() {
+                if !reachable.insert(id) {
+                    continue; // a shared subtree already walked
+                }
+                let Some((_, e)) = index.get(&id) else {
+                    return Err(missing(format!(
+                        "blob {id} needed by snapshot {sid} is not in the index"
+                    )));
+                };
+                if e.kind == BlobKind::Tree {
+                    let node = TreeNode::decode(&repo.read_blob(&index, &id)?).map_err(|d| {
+                        Error::CorruptBlob {
+                            chunk: id.to_hex(),
+                            pack: "-".into(),
+                            detail: d,
+                        }
+                    })?;
+                    for c in node.entries {
+                        if node.level > 0 {
+                            stack.push(c.id);
+                        } else if reachable.insert(c.id) && !index.contains(&c.id) {
+                            return Err(missing(format!(
+                                "chunk {} needed by snapshot {sid} is not in the index",
+                                c.id
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Classify packs.
+    let mut plan = PrunePlan {
+        snapshots: snaps.len(),
+        index_files: old_index.len(),
+        packs: listed.len(),
+        pack_bytes: listed.values().sum(),
+        reachable_blobs: reachable.len(),
+        old_index,
+        ..Default::default()
+    };
+    let mut ids: Vec<&PackId> = listed.keys().collect();
+    ids.sort();
+    for pid in ids {
+        let len = listed[pid];
+        let Some(p) = packs.get(pid) else {
+            plan.unindexed_packs.push(*pid);
+            plan.bytes_freed_gross += len;
+            continue;
+        };
+        // A blob counts as used here only if the index resolves it to this pack.
+        let used: Vec<&BlobEntry> = p
+            .entries
+            .iter()
+            .filter(|e| {
+                reachable.contains(&e.id) && index.get(&e.id).is_some_and(|(at, _)| at == *pid)
+            })
+            .collect();
+        let used_bytes: u64 = used.iter().map(|e| e.stored_len as u64).sum();
+        if used.is_empty() {
+            plan.delete_packs.push(*pid);
+            plan.bytes_freed_gross += len;
+        } else if (len - used_bytes.min(len)) as f64 > opts.max_unused * len as f64 {
+            plan.repack_packs.push(*pid);
+            plan.bytes_freed_gross += len;
+            plan.bytes_repacked += used_bytes;
+            plan.to_copy.extend(used.into_iter().map(|e| (*pid, *e)));
+        } else {
+            plan.keep_packs += 1;
+            plan.keep.push(p.clone());
+        }
+    }
+    Ok(plan)
+}
+
+/// Carry out a plan. The caller holds the exclusive lock taken before planning.
+pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<ObjectId>)> {
+    let backend = std::sync::Arc::clone(&repo.backend);
+    // 1. Repack: copy the sealed blobs as they are (the AEAD binds kind and chunk ID, not the
+    //    pack), after verifying each one so damage is never propagated.
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let mut writer = PackWriter::new(repo.config.pack_target);
+    let flush = |w: &mut PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let p = w.finish(&repo.key);
+        backend.put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
+        out.push(p.record);
+        Ok(())
+    };
+    let mut by_pack: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
+    for (pid, e) in &plan.to_copy {
+        match by_pack.last_mut() {
+            Some((p, v)) if p == pid => v.push(*e),
+            _ => by_pack.push((*pid, vec![*e])),
+        }
+    }
+    for (pid, entries) in by_pack {
+        let bytes = backend.get(ObjectKind::Pack, &pid.to_hex())?;
+        for e in entries {
+            let sealed = bytes
+                .get(e.offset as usize..e.end() as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(ObjectKind::Pack, pid, "shorter than its index says")
+                })?;
+            crate::pack::open_blob(&repo.key, &pid, &e, sealed)?;
+            if writer.would_overflow(sealed.len()) {
+                flush(&mut writer, &mut new_packs)?;
+            }
+            writer.add(SealedBlob {
+                kind: e.kind,
+                id: e.id,
+                compression: e.compression,
+                raw_len: e.raw_len,
+                bytes: sealed.to_vec(),
+            });
+        }
+    }
+    flush(&mut writer, &mut new_packs)?;
+    failpoint::hit("prune:after-repack");
+
+    // 2. One index describing everything that stays.
+    let mut packs = plan.keep.clone();
+    packs.extend(new_packs.iter().cloned());
+    let new_index = if packs.is_empty() {
+        None
+    } else {
+        Some(repo.write_index_file(&IndexFile {
+            superseded: plan.old_index.clone(),
+            packs,
+        })?)
+    };
+    failpoint::hit("prune:after-index");
+
+    // 3. Old index files.
+    for id in &plan.old_index {
+        if Some(*id) != new_index {
+            delete_if_present(repo, ObjectKind::Index, id)?;
+        }
+    }
+    failpoint::hit("prune:after-index-delete");
+
+    // 4. Packs.
+    let doomed = plan
+        .delete_packs
+        .iter()
+        .chain(&plan.unindexed_packs)
+        .chain(&plan.repack_packs);
+    for (n, pid) in doomed.enumerate() {
+        delete_if_present(repo, ObjectKind::Pack, pid)?;
+        if n == 0 {
+            failpoint::hit("prune:mid-pack-delete");
+        }
+    }
+    repo.index = None;
+    Ok((new_packs.len(), new_index))
+}
+
+fn delete_if_present(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> Result<()> {
+    match repo.backend.delete(kind, &id.to_hex()) {
+        Ok(()) | Err(Error::ObjectNotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Plan and, unless `dry_run`, execute, under one exclusive lock.
+pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<PruneResult> {
+    let started = Instant::now();
+    let _lock = repo.lock(true, "prune")?;
+    let plan = plan(repo, opts)?;
+    let bytes_before = plan.pack_bytes;
+    if dry_run || plan.is_noop() {
+        return Ok(PruneResult {
+            bytes_after: bytes_before,
+            plan,
+            executed: false,
+            bytes_before,
+            new_packs: 0,
+            new_index: None,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    let (new_packs, new_index) = execute(repo, &plan)?;
+    let bytes_after = repo
+        .backend
+        .list(ObjectKind::Pack)?
+        .iter()
+        .map(|(_, s)| s)
+        .sum();
+    Ok(PruneResult {
+        plan,
+        executed: true,
+        bytes_before,
+        bytes_after,
+        new_packs,
+        new_index,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
