@@ -12,6 +12,7 @@
 //! 2. write one new index file describing every kept and new pack, superseding all old ones;
 //! 3. delete the old index files;
 //! 4. delete the packs marked delete or repack.
+//!
 //! A crash before 2 leaves new, unindexed packs (the next prune deletes them); between 2 and
 //! 3, both indexes are valid; after 3, the packs still to delete are unindexed, and the next
 //! prune deletes them.
