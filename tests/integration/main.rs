@@ -6,4 +6,7 @@ mod common;
 mod damage;
 mod e2e_pg;
 mod e2e_redis;
+mod fsck;
 mod library;
+mod prune;
+mod retention;
