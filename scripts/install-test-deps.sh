@@ -101,6 +101,17 @@ if [ "$(id -u)" -eq 0 ] || [ "${#SUDO[@]}" -gt 0 ]; then
 fi
 command -v runuser >/dev/null 2>&1 || log "warning: runuser not found (util-linux); the PostgreSQL tests need it when run as root"
 
+# --- Garage, the S3 server the S3 tests start (a crates.io package, built once) --------------
+# `cargo install` reuses an installed binary; the first build takes 15-25 minutes on 2 cores.
+GARAGE_VERSION=${GARAGE_VERSION:-2.5.0}
+if command -v garage >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/garage" ]; then
+    log "garage already installed: $( (command -v garage || echo "$HOME/.cargo/bin/garage") | head -1)"
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo is needed to install garage"
+    log "installing garage $GARAGE_VERSION with cargo install --locked (one-time, slow)"
+    cargo install garage --version "$GARAGE_VERSION" --locked
+fi
+
 # --- verify and report ----------------------------------------------------------------------
 fail=0
 check() { # check NAME PATH-OR-EMPTY
@@ -118,6 +129,7 @@ check pg_ctl "$( [ -n "$pgbin" ] && [ -x "$pgbin/pg_ctl" ] && echo "$pgbin/pg_ct
 for t in pg_dump pg_restore psql redis-server redis-cli redis-check-rdb zstd cc; do
     check "$t" "$(command -v "$t" || true)"
 done
+check garage "$(command -v garage || { [ -x "$HOME/.cargo/bin/garage" ] && echo "$HOME/.cargo/bin/garage"; } || true)"
 [ "$fail" = 0 ] || die "some tools are still missing"
 if [ -n "$pgbin" ]; then log "PostgreSQL: $("$pgbin/postgres" --version 2>/dev/null || echo '?')"; fi
 log "Redis: $(redis-server --version 2>/dev/null | head -1)"

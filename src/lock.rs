@@ -83,7 +83,17 @@ fn conflicts(
         if Some(name.as_str()) == ours {
             continue;
         }
-        let Ok(l) = l else { continue };
+        let l = match l {
+            Ok(l) => l,
+            // A lock we cannot read (damaged, or written by a newer dumpvault) might be live:
+            // treat it as held. `unlock --all` removes it.
+            Err(e) => {
+                return Err(Error::LockHeld(format!(
+                    "unreadable lock {} ({e}); if nothing is running, remove it with `dumpvault unlock --all`",
+                    &name[..8]
+                )))
+            }
+        };
         if is_stale(&l) {
             continue;
         }
@@ -112,12 +122,31 @@ fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
     name: Arc<Mutex<String>>,
+    /// When the lock object was last written successfully.
+    refreshed: Arc<Mutex<std::time::Instant>>,
     /// Dropping it wakes and stops the refresher.
     stop: Option<std::sync::mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
 impl LockGuard {
+    /// Whether our lock object is still in the repository. A backup checks this before it
+    /// commits: if someone removed the lock (`unlock --all`) a prune may have run meanwhile.
+    pub fn still_held(&self) -> Result<bool> {
+        // If refreshing failed for so long that others may consider the lock stale, it is not
+        // ours any more, whatever the storage says.
+        let refreshed = *self.refreshed.lock().unwrap_or_else(|p| p.into_inner());
+        if refreshed.elapsed() >= STALE - REFRESH {
+            return Ok(false);
+        }
+        let name = self.name.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match self.backend.size(ObjectKind::Lock, &name) {
+            Ok(_) => Ok(true),
+            Err(Error::ObjectNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn acquire(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
@@ -143,6 +172,7 @@ impl LockGuard {
         }
         let name = Arc::new(Mutex::new(name));
         let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let refreshed = Arc::new(Mutex::new(std::time::Instant::now()));
         let refresher = {
             let (backend, name, stop, key) = (
                 Arc::clone(&backend),
@@ -150,6 +180,7 @@ impl LockGuard {
                 stop_rx,
                 key.clone(),
             );
+            let refreshed = Arc::clone(&refreshed);
             std::thread::Builder::new()
                 .name("lock-refresh".into())
                 .spawn(move || {
@@ -159,6 +190,8 @@ impl LockGuard {
                     {
                         info.refreshed = Utc::now();
                         if let Ok(new) = write_lock(backend.as_ref(), &key, &info) {
+                            *refreshed.lock().unwrap_or_else(|p| p.into_inner()) =
+                                std::time::Instant::now();
                             let mut cur = name.lock().unwrap_or_else(|p| p.into_inner());
                             crate::signals::register_lock(Arc::clone(&backend), &new);
                             let _ = backend.delete(ObjectKind::Lock, &cur);
@@ -172,6 +205,7 @@ impl LockGuard {
         Ok(LockGuard {
             backend,
             name,
+            refreshed,
             stop: Some(stop),
             refresher: Some(refresher),
         })

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::backend::counting::{Counting, RequestCounts};
 use crate::backend::Backend;
 use crate::cache::Cache;
 use crate::chunker::{self, ChunkerParams};
@@ -63,7 +64,9 @@ pub struct KeyInfo {
 }
 
 pub struct Repo {
+    /// The storage, behind a request counter (`counting`).
     pub backend: Arc<dyn Backend>,
+    pub counting: Arc<Counting>,
     pub config: Config,
     pub key: MasterKey,
     pub key_id: ObjectId,
@@ -118,7 +121,7 @@ pub fn list_ids(backend: &dyn Backend, kind: ObjectKind) -> Result<Vec<ObjectId>
     Ok(backend
         .list(kind)?
         .into_iter()
-        .filter_map(|(n, _)| n.parse().ok())
+        .filter_map(|(n, _)| n.parse::<ObjectId>().ok().filter(|id| id.to_hex() == n))
         .collect())
 }
 
@@ -137,6 +140,8 @@ pub fn read_config(backend: &dyn Backend) -> Result<(Vec<u8>, Config)> {
 
 impl Repo {
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repo> {
+        let counting = Arc::new(Counting::new(backend));
+        let backend: Arc<dyn Backend> = counting.clone();
         if backend.exists()? {
             return Err(Error::RepositoryExists(backend.location()));
         }
@@ -167,6 +172,7 @@ impl Repo {
         backend.put(ObjectKind::Config, "config", &config.encode(&key))?;
         Ok(Repo {
             backend,
+            counting,
             config,
             key,
             key_id,
@@ -177,6 +183,8 @@ impl Repo {
     }
 
     pub fn open(backend: Arc<dyn Backend>, password: &[u8], opts: &OpenOptions) -> Result<Repo> {
+        let counting = Arc::new(Counting::new(backend));
+        let backend: Arc<dyn Backend> = counting.clone();
         let (cbytes, config) = read_config(backend.as_ref())?;
         let keys = list_ids(backend.as_ref(), ObjectKind::Key)?;
         if keys.is_empty() {
@@ -236,6 +244,7 @@ impl Repo {
             });
         Ok(Repo {
             backend,
+            counting,
             config,
             key,
             key_id,
@@ -243,6 +252,11 @@ impl Repo {
             index: None,
             lock_wait: opts.lock_wait,
         })
+    }
+
+    /// Requests made through this repository so far.
+    pub fn requests(&self) -> RequestCounts {
+        self.counting.counts()
     }
 
     pub fn chunker_params(&self) -> ChunkerParams {

@@ -26,6 +26,10 @@ pub struct Snapshot {
     /// Wall-clock time the backup took, in milliseconds.
     pub duration_ms: u64,
     pub streams: Vec<Stream>,
+    /// Storage requests the backup made up to (not including) writing this manifest: what a
+    /// night costs on a metered store. Absent in manifests from before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::backend::counting::RequestCounts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -8,8 +8,11 @@
 //! - `list` returns every complete object of a kind with its size, never a partial one.
 //! - `get_range` of a range past the end is an error, not a short read.
 
+pub mod counting;
 pub mod local;
 pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use crate::error::{ObjectKind, Result};
 
@@ -30,17 +33,28 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64>;
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+    /// How many puts may usefully run at once (latency-bound stores want several).
+    fn upload_concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// Open the backend a `--repo` string names. A plain path (or `file://path`) is a local
-/// directory; `memory:` is an in-process store for tests.
+/// directory; `s3://BUCKET/PREFIX` an S3 bucket (options from `DUMPVAULT_S3_*`); `memory:` an
+/// in-process store for tests.
 pub fn open(location: &str) -> Result<Box<dyn Backend>> {
     if let Some(rest) = location.strip_prefix("file://") {
         return Ok(Box::new(local::LocalBackend::new(rest)));
     }
     if location.starts_with("s3://") {
+        #[cfg(feature = "s3")]
+        return Ok(Box::new(s3::S3Backend::open(
+            location,
+            s3::S3Options::from_env()?,
+        )?));
+        #[cfg(not(feature = "s3"))]
         return Err(crate::Error::InvalidInput(
-            "s3:// repositories are not supported by this build yet".into(),
+            "this dumpvault was built without the `s3` feature".into(),
         ));
     }
     if location == "memory:" {

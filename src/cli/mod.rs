@@ -267,8 +267,10 @@ struct ForgetArgs {
 impl ForgetArgs {
     fn policy(&self) -> crate::retention::Policy {
         use crate::retention::{Period, Policy};
+        // A count of 0 keeps nothing, so it is treated as absent: `--keep-daily 0` alone is an
+        // empty policy and is refused rather than deleting every snapshot but the newest.
         let mut p = Policy {
-            last: self.keep_last,
+            last: self.keep_last.filter(|n| *n > 0),
             within: self.keep_within,
             tags: self.keep_tags.clone(),
             ..Default::default()
@@ -280,7 +282,7 @@ impl ForgetArgs {
             (Period::Monthly, self.keep_monthly),
             (Period::Yearly, self.keep_yearly),
         ] {
-            if let Some(n) = n {
+            if let Some(n) = n.filter(|n| *n > 0) {
                 p.count.insert(period, n);
             }
         }

@@ -67,6 +67,12 @@ impl Config {
                 "chunker average {b} must be a power of two >= 1024"
             ));
         }
+        // The limits of the pinned FastCDC implementation, which asserts on anything outside.
+        if a > 1024 * 1024 || b > 4 * 1024 * 1024 || c < 1024 {
+            return Err(format!(
+                "chunker sizes min={a} avg={b} max={c}: need min <= 1 MiB, avg <= 4 MiB, max >= 1 KiB"
+            ));
+        }
         if !(PACK_TARGET_MIN..=PACK_TARGET_MAX).contains(&self.pack_target) {
             return Err(format!("pack target {} out of range", self.pack_target));
         }

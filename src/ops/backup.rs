@@ -73,23 +73,32 @@ struct Store<'a> {
     packer: PackWriter,
     written: Vec<IndexPack>,
     tx: Option<SyncSender<FinishedPack>>,
-    uploader: Option<JoinHandle<Result<()>>>,
+    uploaders: Vec<JoinHandle<Result<()>>>,
     stats: BackupStats,
 }
 
 impl<'a> Store<'a> {
     fn new(repo: &'a Repo, index: &'a Index) -> Result<Self> {
         let (tx, rx) = sync_channel::<FinishedPack>(PACKS_IN_FLIGHT);
-        let backend: Arc<dyn Backend> = Arc::clone(&repo.backend);
-        let uploader = std::thread::Builder::new()
-            .name("pack-upload".into())
-            .spawn(move || -> Result<()> {
-                for p in rx {
-                    backend.put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| Error::io("spawn uploader", e))?;
+        // Latency-bound stores (S3) get several uploaders sharing one bounded queue: memory
+        // stays at (uploaders + queue + the open pack) packs.
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let mut uploaders = Vec::new();
+        for _ in 0..repo.backend.upload_concurrency() {
+            let backend: Arc<dyn Backend> = Arc::clone(&repo.backend);
+            let rx = Arc::clone(&rx);
+            let h = std::thread::Builder::new()
+                .name("pack-upload".into())
+                .spawn(move || -> Result<()> {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(p) = next else { return Ok(()) };
+                        backend.put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
+                    }
+                })
+                .map_err(|e| Error::io("spawn uploader", e))?;
+            uploaders.push(h);
+        }
         Ok(Store {
             key: &repo.key,
             zstd_level: repo.config.zstd_level,
@@ -98,7 +107,7 @@ impl<'a> Store<'a> {
             packer: PackWriter::new(repo.config.pack_target),
             written: Vec::new(),
             tx: Some(tx),
-            uploader: Some(uploader),
+            uploaders,
             stats: BackupStats::default(),
         })
     }
@@ -138,14 +147,19 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
+    /// Close the queue and wait for every uploader; the first error wins.
     fn join_uploader(&mut self) -> Result<()> {
         self.tx.take();
-        match self.uploader.take() {
-            Some(h) => h
+        let mut result = Ok(());
+        for h in self.uploaders.drain(..) {
+            let r = h
                 .join()
-                .unwrap_or_else(|_| Err(Error::Backend("pack uploader panicked".into()))),
-            None => Ok(()),
+                .unwrap_or_else(|_| Err(Error::Backend("pack uploader panicked".into())));
+            if result.is_ok() {
+                result = r;
+            }
         }
+        result
     }
 
     /// Hash, dedup, compress and seal one block's chunks; returns their tree entries in order.
@@ -211,8 +225,9 @@ pub fn backup(
     mut progress: impl FnMut(&BackupStats),
 ) -> Result<BackupResult> {
     let started = Instant::now();
+    let requests_before = repo.requests();
     let time = opts.time.unwrap_or_else(Utc::now);
-    let _lock = repo.lock(false, "backup")?;
+    let lock = repo.lock(false, "backup")?;
     repo.index()?;
     let index = repo.index.take().expect("loaded by index()");
     let result = run(repo, &index, reader, &mut progress);
@@ -230,6 +245,11 @@ pub fn backup(
     if crate::signals::interrupted() {
         return Err(Error::Interrupted);
     }
+    if !lock.still_held()? {
+        return Err(Error::LockHeld(
+            "this backup's lock was removed while it ran (unlock --all?); a prune may have deleted data it relies on, so nothing was committed".into(),
+        ));
+    }
     let index_id = if written.is_empty() {
         None
     } else {
@@ -246,6 +266,7 @@ pub fn backup(
         tags: opts.tags.iter().cloned().collect(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
+        requests: Some(repo.requests().since(&requests_before)),
         streams: vec![Stream {
             name: opts.stream_name.clone(),
             source,

@@ -109,10 +109,16 @@ pub fn repair_snapshots(
     remove: bool,
     progress: fsck::ProgressFn<'_>,
 ) -> Result<RepairSnapshotsReport> {
+    // With --remove, hold the exclusive lock across the check too: a prune running between the
+    // check and the deletion could otherwise make healthy snapshots look broken.
+    let _lock = if remove {
+        Some(repo.lock(true, "repair snapshots")?)
+    } else {
+        None
+    };
     let report = fsck::fsck(repo, &FsckOptions::default(), progress)?;
     let unrestorable = report.damaged_snapshots();
     if remove && !unrestorable.is_empty() {
-        let _lock = repo.lock(true, "repair snapshots")?;
         for a in &unrestorable {
             repo.backend.delete(ObjectKind::Snapshot, &a.id)?;
         }

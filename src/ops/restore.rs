@@ -179,7 +179,7 @@ pub fn restore(
     }
     out.flush().map_err(|e| Error::io("write output", e))?;
     let hash = hasher.finalize().to_hex().to_string();
-    if stats.bytes_written != s.size || hash != s.blake3 {
+    if stats.bytes_written != s.size || !hash.eq_ignore_ascii_case(&s.blake3) {
         return Err(Error::StreamMismatch {
             snapshot: snap.id.to_hex(),
             detail: format!(

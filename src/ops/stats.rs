@@ -19,6 +19,9 @@ pub struct RepoStats {
     pub chunker: [u32; 3],
     pub pack_target: u32,
     pub format_version: u32,
+    /// Per series: the storage requests of its newest backup (what a night costs).
+    pub last_backup_requests:
+        std::collections::BTreeMap<String, crate::backend::counting::RequestCounts>,
 }
 
 pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
@@ -49,5 +52,9 @@ pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
         ],
         pack_target: repo.config.pack_target,
         format_version: repo.config.version,
+        last_backup_requests: snaps
+            .iter()
+            .filter_map(|s| s.snapshot.requests.map(|r| (s.snapshot.name.clone(), r)))
+            .collect(),
     })
 }

@@ -13,8 +13,13 @@ pub fn bin() -> &'static str {
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The local repository directory (unused when `location` points elsewhere).
     pub repo: PathBuf,
     pub cache: PathBuf,
+    /// What `--repo` gets: the local directory, or e.g. an `s3://` URL.
+    pub location: String,
+    /// Extra environment for every command (S3 endpoint and credentials).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -33,12 +38,32 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        Env { dir, repo, cache }
+        Env {
+            location: repo.display().to_string(),
+            dir,
+            repo,
+            cache,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// A fresh, initialized repository at `location` with `extra_env` set for every command.
+    pub fn at(location: String, extra_env: Vec<(String, String)>) -> Env {
+        let mut e = Env::uninit();
+        e.location = location;
+        e.extra_env = extra_env;
+        let out = e.run(
+            &["init", "--kdf-memory", "19456", "--kdf-iterations", "2"],
+            b"",
+        );
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        e
     }
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("DUMPVAULT_REPO", &self.repo)
+        c.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
+        c.env("DUMPVAULT_REPO", &self.location)
             .env("DUMPVAULT_PASSWORD", PASSWORD)
             .env("DUMPVAULT_CACHE_DIR", &self.cache)
             .env_remove("DUMPVAULT_PASSWORD_FILE")

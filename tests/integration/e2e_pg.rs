@@ -119,6 +119,12 @@ const FINGERPRINT: &str =
 
 #[test]
 fn pg_dump_backup_restore_into_fresh_database() {
+    pg_scenario(&Env::new());
+}
+
+/// The foundation's pg_dump scenario, against whatever repository `env` points at (the S3
+/// tests run it unchanged against Garage).
+pub fn pg_scenario(env: &Env) {
     let pg = Pg::start();
     pg.psql("postgres", "CREATE DATABASE shop");
     pg.psql(
@@ -135,7 +141,6 @@ fn pg_dump_backup_restore_into_fresh_database() {
     let want_c = pg.psql("shop", &format!("{FINGERPRINT} customers t"));
     let want_o = pg.psql("shop", &format!("{FINGERPRINT} orders t"));
 
-    let env = Env::new();
     let pg_dump = pg.bin.join("pg_dump");
     let port = pg.port.to_string();
     // Command mode, as cron would run it.

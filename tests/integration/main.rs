@@ -10,3 +10,4 @@ mod fsck;
 mod library;
 mod prune;
 mod retention;
+mod s3;
