@@ -163,10 +163,11 @@ impl Cache {
     }
 
     /// Bring cached snapshots in line with `remote`, fetching the missing ones, and return all.
+    /// `fetch` returning `Ok(None)` skips a snapshot (it is not cached, so it is tried again).
     pub fn sync_snapshots(
         &mut self,
         remote: &[ObjectId],
-        fetch: impl Fn(&ObjectId) -> Result<Snapshot>,
+        fetch: impl Fn(&ObjectId) -> Result<Option<Snapshot>>,
     ) -> Result<Vec<SnapshotEntry>> {
         let remote_set: HashSet<String> = remote.iter().map(|i| i.to_hex()).collect();
         let cached: Vec<(String, String)> = {
@@ -207,7 +208,7 @@ impl Cache {
             if have.contains(&hex) {
                 continue;
             }
-            let s = fetch(id)?;
+            let Some(s) = fetch(id)? else { continue };
             let json = serde_json::to_string(&s).map_err(|e| Error::Cache(e.to_string()))?;
             tx.execute(
                 "INSERT OR REPLACE INTO snapshots(id, json) VALUES (?1, ?2)",

@@ -197,6 +197,7 @@ impl Repo {
         let mut opened = None;
         let mut first_err = None;
         let mut parsed = 0;
+        let mut same_repo = 0;
         for id in keys {
             let kf = match get_verified(backend.as_ref(), ObjectKind::Key, &id)
                 .and_then(|b| KeyFile::decode(&id, &b))
@@ -211,6 +212,7 @@ impl Repo {
             if kf.repo_id != config.repo_id {
                 continue;
             }
+            same_repo += 1;
             match kf.unwrap(password) {
                 Ok(Some(k)) => {
                     opened = Some((id, k));
@@ -228,6 +230,11 @@ impl Repo {
             return Err(match first_err {
                 Some(e @ Error::WeakKeyParameters(_)) => e,
                 Some(e) if parsed == 0 => e,
+                _ if parsed > 0 && same_repo == 0 => Error::corrupt(
+                    ObjectKind::Config,
+                    "config",
+                    "its repository id matches no key file (the config was altered or swapped)",
+                ),
                 _ => Error::WrongPassword,
             });
         };
@@ -339,19 +346,39 @@ impl Repo {
         crate::format::snapshot::decode(id, &plain)
     }
 
-    /// All snapshots, oldest first (ties broken by id).
+    /// All snapshots, oldest first (ties broken by id). A damaged snapshot is an error.
     pub fn snapshots(&mut self) -> Result<Vec<SnapshotEntry>> {
+        let (all, mut damaged) = self.snapshots_lenient()?;
+        match damaged.is_empty() {
+            true => Ok(all),
+            false => Err(damaged.swap_remove(0)),
+        }
+    }
+
+    /// All readable snapshots, oldest first, and the errors of the damaged ones (so one bad
+    /// snapshot does not keep the others from being restored). Storage errors still fail.
+    pub fn snapshots_lenient(&mut self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
         let remote = list_ids(self.backend.as_ref(), ObjectKind::Snapshot)?;
+        let damaged = std::cell::RefCell::new(Vec::new());
+        let fetch = |backend: &dyn Backend, key: &MasterKey, id: &ObjectId| {
+            let r = get_verified(backend, ObjectKind::Snapshot, id).and_then(|bytes| {
+                let plain = envelope::open(key, ObjectKind::Snapshot, id, &bytes)?;
+                crate::format::snapshot::decode(id, &plain)
+            });
+            match r {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.is_corruption() => {
+                    damaged.borrow_mut().push(e);
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        };
         let mut all = None;
         if let Some(cache) = self.cache.as_mut() {
             let backend = Arc::clone(&self.backend);
             let key = self.key.clone();
-            let fetch = |id: &ObjectId| {
-                let bytes = get_verified(backend.as_ref(), ObjectKind::Snapshot, id)?;
-                let plain = envelope::open(&key, ObjectKind::Snapshot, id, &bytes)?;
-                crate::format::snapshot::decode(id, &plain)
-            };
-            match cache.sync_snapshots(&remote, fetch) {
+            match cache.sync_snapshots(&remote, |id| fetch(backend.as_ref(), &key, id)) {
                 Ok(v) => all = Some(v),
                 Err(e @ Error::Cache(_)) => eprintln!("dumpvault: warning: cache: {e}"),
                 Err(e) => return Err(e),
@@ -359,23 +386,30 @@ impl Repo {
         }
         let mut all = match all {
             Some(v) => v,
-            None => remote
-                .iter()
-                .map(|id| {
-                    Ok(SnapshotEntry {
-                        id: *id,
-                        snapshot: self.read_snapshot(id)?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?,
+            None => {
+                damaged.borrow_mut().clear();
+                let mut v = Vec::new();
+                for id in &remote {
+                    if let Some(s) = fetch(self.backend.as_ref(), &self.key, id)? {
+                        v.push(SnapshotEntry {
+                            id: *id,
+                            snapshot: s,
+                        });
+                    }
+                }
+                v
+            }
         };
         all.sort_by_key(|s| (s.snapshot.time, s.id));
-        Ok(all)
+        Ok((all, damaged.into_inner()))
     }
 
     /// Resolve `latest` (newest matching `filter`) or an id / unique id prefix.
     pub fn find_snapshot(&mut self, spec: &str, filter: &Filter) -> Result<SnapshotEntry> {
-        let all = self.snapshots()?;
+        let (all, damaged) = self.snapshots_lenient()?;
+        for e in &damaged {
+            eprintln!("dumpvault: warning: skipping a damaged snapshot: {e}");
+        }
         let mut matching = all.into_iter().filter(|s| filter.matches(&s.snapshot));
         if spec == "latest" {
             return matching

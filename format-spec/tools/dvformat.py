@@ -245,12 +245,13 @@ def envelope_header(kind):
     return b"DVOB" + bytes([ENVELOPE_KIND[kind], 1, 0, 0])
 
 
-def envelope_seal(data_key, kind, plaintext, nonce=None):
+def envelope_seal(data_key, kind, plaintext, nonce=None, bound=b""):
+    """`bound`: clear-text bytes stored before the envelope and appended to its AAD (index objects)."""
     h = envelope_header(kind)
-    return h + seal(data_key, h, plaintext, nonce)
+    return h + seal(data_key, h + bound, plaintext, nonce)
 
 
-def envelope_open(data_key, kind, b):
+def envelope_open(data_key, kind, b, bound=b""):
     if len(b) < 8 + SEAL_OVERHEAD:
         raise Corrupt(f"{kind}: truncated envelope")
     h = b[:8]
@@ -260,7 +261,7 @@ def envelope_open(data_key, kind, b):
         raise Unsupported(f"{kind}: envelope version {h[5]}")
     if h != envelope_header(kind):
         raise Corrupt(f"{kind}: envelope header names another kind or reserved bytes are not zero")
-    pt = open_sealed(data_key, h, b[8:])
+    pt = open_sealed(data_key, h + bound, b[8:])
     if pt is None:
         raise Corrupt(f"{kind}: authentication failed")
     return pt
@@ -380,6 +381,42 @@ def encode_index(superseded, packs):
     return b
 
 
+def index_prefix(pack_ids):
+    return b"DVIX" + bytes([1, 0, 0, 0]) + u32(len(pack_ids)) + b"".join(pack_ids)
+
+
+def seal_index_object(data_key, superseded, packs, nonce=None):
+    """The stored index object: clear-text pack list, then the envelope (AAD covers the list)."""
+    pre = index_prefix([p["id"] for p in packs])
+    return pre + envelope_seal(data_key, "index", encode_index(superseded, packs), nonce, bound=pre)
+
+
+def split_index_object(b):
+    """IX1-IX3: the clear-text pack list (usable without a key, authenticated only by IX4)."""
+    if len(b) < 4 or b[:4] != b"DVIX":
+        raise Corrupt("index: bad magic")
+    r = Reader(b, "index object")
+    r.take(4)
+    hdr = r.take(4)
+    if hdr[0] > 1:
+        raise Unsupported(f"index object version {hdr[0]}")
+    if hdr != bytes([1, 0, 0, 0]):
+        raise Corrupt("index: bad version or reserved bytes")
+    n = r.uint(4)
+    if 32 * n > r.remaining():
+        raise Corrupt("index: pack count exceeds the object")
+    ids = [r.take(32) for _ in range(n)]
+    return ids, b[:r.pos], b[r.pos:]
+
+
+def open_index_object(data_key, b):
+    ids, pre, env = split_index_object(b)
+    superseded, packs = decode_index(envelope_open(data_key, "index", env, bound=pre))
+    if [p["id"] for p in packs] != ids:
+        raise Corrupt("index: clear-text pack list disagrees with the sealed body")
+    return superseded, packs
+
+
 def decode_index(plain):
     r = Reader(plain, "index")
     ns = r.uint(4)
@@ -472,7 +509,10 @@ def decode_tree(plain):
         raise Corrupt("tree: level too deep")
     if count > MAX_TREE_ENTRIES or r.remaining() != count * 40:
         raise Corrupt("tree: entry count disagrees with the blob's length")
-    return hdr[0], [(r.take(32), r.uint(8)) for _ in range(count)]
+    entries = [(r.take(32), r.uint(8)) for _ in range(count)]
+    if any(n == 0 for _, n in entries):
+        raise Corrupt("tree: zero-length entry")
+    return hdr[0], entries
 
 
 def is_boundary(cid):
@@ -629,7 +669,7 @@ class LocalRepo:
         raise weak or SystemExit("no key file opens with this password")
 
     def index(self):
-        files = {n: decode_index(envelope_open(self.mk["data_key"], "index", self.get("index", n)))
+        files = {n: open_index_object(self.mk["data_key"], self.get("index", n))
                  for n in self.names("index")}
         superseded = {s.hex() for sup, _ in files.values() for s in sup}
         idx = {}
@@ -679,7 +719,7 @@ class LocalRepo:
                 else:
                     walk(child, level - 1, n)
 
-        walk(bytes.fromhex(stream["root"]), None, None)
+        walk(bytes.fromhex(stream["root"]), None, stream["size"])
         if total != stream["size"] or h.hexdigest() != stream["blake3"].lower():
             raise Corrupt("restored stream does not match the snapshot's size or BLAKE3")
 
@@ -735,8 +775,8 @@ def kat():
 
     idx_plain = encode_index([], [{"id": pid, "len": len(pack), "entries": entries}])
     assert decode_index(idx_plain) == ([], [{"id": pid, "len": len(pack), "entries": entries}])
-    ib = envelope_seal(key, "index", idx_plain, bytes(range(0xC0, 0xD8)))
-    assert envelope_open(key, "index", ib) == idx_plain
+    ib = seal_index_object(key, [], [{"id": pid, "len": len(pack), "entries": entries}], bytes(range(0xC0, 0xD8)))
+    assert open_index_object(key, ib) == ([], [{"id": pid, "len": len(pack), "entries": entries}])
     v["index_plain"], v["index"], v["index_id"] = idx_plain.hex(), ib.hex(), object_id(ib).hex()
 
     snap = {"format": 1, "time": "2026-11-21T03:00:00Z", "host": "db1", "name": "shop",
@@ -816,11 +856,19 @@ def negative_vectors():
          lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[0], mutate(pack, [(30, bytes.fromhex(pack)[30] ^ 1)])[:56])),
         ("pack", "blob 0 opened under blob 1's entry", "B1/B2", "damaged",
          lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[1], bytes.fromhex(pack)[:56])),
-        ("index", "byte 4 = 02 (kind snapshot), opened as index", "E4", "damaged", lambda: envelope_open(K, "index", mutate(idx, [(4, 2)]))),
-        ("index", "byte 5 = 02 (envelope version 2)", "E3", "too new", lambda: envelope_open(K, "index", mutate(idx, [(5, 2)]))),
-        ("index", "byte 6 = 01 (reserved)", "E4", "damaged", lambda: envelope_open(K, "index", mutate(idx, [(6, 1)]))),
-        ("index", "first 47 bytes only", "E1", "damaged", lambda: envelope_open(K, "index", mutate(idx, truncate=47))),
-        ("index", "last byte removed", "E5", "damaged", lambda: envelope_open(K, "index", mutate(idx, truncate=195))),
+        ("index", "byte 0 = 00", "IX1", "damaged", lambda: open_index_object(K, mutate(idx, [(0, 0)]))),
+        ("index", "byte 4 = 02 (index object version 2)", "IX2", "too new", lambda: open_index_object(K, mutate(idx, [(4, 2)]))),
+        ("index", "byte 4 = 00 (index object version 0)", "IX2", "damaged", lambda: open_index_object(K, mutate(idx, [(4, 0)]))),
+        ("index", "byte 5 = 01 (reserved)", "IX2", "damaged", lambda: open_index_object(K, mutate(idx, [(5, 1)]))),
+        ("index", "bytes 8-11 = ff ff ff ff (clear-text pack count)", "IX3", "damaged",
+         lambda: open_index_object(K, mutate(idx, [(8, 0xFF), (9, 0xFF), (10, 0xFF), (11, 0xFF)]))),
+        ("index", "byte 12 ^= 1 (clear-text pack ID, bound into the AAD)", "E5", "damaged",
+         lambda: open_index_object(K, mutate(idx, [(12, bytes.fromhex(idx)[12] ^ 1)]))),
+        ("index", "byte 48 = 02 (envelope kind snapshot)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(48, 2)]))),
+        ("index", "byte 49 = 02 (envelope version 2)", "E3", "too new", lambda: open_index_object(K, mutate(idx, [(49, 2)]))),
+        ("index", "byte 50 = 01 (envelope reserved)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(50, 1)]))),
+        ("index", "first 91 bytes only (a 47-byte envelope)", "E1", "damaged", lambda: open_index_object(K, mutate(idx, truncate=91))),
+        ("index", "last byte removed", "E5", "damaged", lambda: open_index_object(K, mutate(idx, truncate=239))),
         ("index plaintext", "bytes 0-3 = ff ff ff ff (superseded count)", "I2", "damaged",
          lambda: decode_index(mutate(v["index_plain"], [(0, 0xFF), (1, 0xFF), (2, 0xFF), (3, 0xFF)]))),
         ("index plaintext", "bytes 40-41 = 10 00 (pack_len 16; entry 0 ends at 56)", "I4", "damaged",
@@ -832,6 +880,7 @@ def negative_vectors():
         ("tree", "byte 1 = 01 (reserved)", "T1", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(1, 1)]))),
         ("tree", "byte 0 = 09 (level 9)", "T3", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(0, 9)]))),
         ("tree", "byte 4 = 02 (count 2, one entry present)", "T2", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(4, 2)]))),
+        ("tree", "byte 40 = 00 (entry length 0)", "T2a", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(40, 0)]))),
         ("snapshot", "byte 4 = 01 (kind index), opened as snapshot", "E4", "damaged", lambda: envelope_open(K, "snapshot", mutate(snap, [(4, 1)]))),
         ("snapshot plaintext", "\"format\":2", "S4", "too new",
          lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":2').encode())),
@@ -848,6 +897,11 @@ def negative_vectors():
     overlapping = bytes.fromhex(pack)[:hdr_start] + sh + u32(len(sh)) + b"DVP\x01"
     cases.append(("pack", "header re-sealed with entry 1 at offset 50 (overlaps blob 0)", "P11", "damaged",
                   lambda: read_pack_header(K, overlapping)))
+    # A clear-text list that names another pack, sealed consistently (IX4).
+    pre = index_prefix([bytes(32)])
+    liar = pre + envelope_seal(K, "index", bytes.fromhex(v["index_plain"]), bytes(range(0xC0, 0xD8)), bound=pre)
+    cases.append(("index", "re-sealed with a clear-text list naming pack 00…00 instead of the body's pack", "IX4", "damaged",
+                  lambda: open_index_object(K, liar)))
     return cases
 
 
@@ -934,7 +988,7 @@ def main(argv):
         idx = repo.index()
         records = {}
         for n in repo.names("index"):
-            _, packs = decode_index(envelope_open(repo.mk["data_key"], "index", repo.get("index", n)))
+            _, packs = open_index_object(repo.mk["data_key"], repo.get("index", n))
             for p in packs:
                 records.setdefault(p["id"].hex(), []).append(p)
         for n in repo.names("pack"):

@@ -11,10 +11,13 @@
 //! - Integrity: every PUT carries Content-MD5, so the store rejects a body damaged in transit.
 //!   The SDK's newer default CRC checksums are off unless `checksum = crc32`, because several
 //!   S3-compatible stores reject them.
-//! - No overwrite: PUTs send `If-None-Match: *` (conditional write); a 412 means the object
-//!   exists, which for content-named objects means success. Stores that do not implement the
-//!   header ignore it or answer 501, and the backend then falls back to HEAD-before-PUT
-//!   (`conditional_writes = auto`, the default).
+//! - No overwrite: on AWS (no custom endpoint) PUTs send `If-None-Match: *`; a 412 means the
+//!   object exists, which for content-named objects means success, and a 501 switches to
+//!   HEAD-before-PUT. On custom endpoints the default is HEAD-before-PUT, because some stores
+//!   (Garage, for one) accept the header and silently ignore it. Either can be forced with
+//!   `DUMPVAULT_S3_CONDITIONAL_WRITES=true|false`. Overwriting a content-named object with the
+//!   same bytes would be harmless anyway; the rule guards against a damaged local copy
+//!   replacing a good stored one.
 //! - Objects above `multipart_threshold` go up as multipart uploads, aborted on failure, so an
 //!   interrupted upload never leaves an object under the final name.
 //! - Retries: the SDK's standard retry mode (exponential backoff with jitter) on 5xx,
@@ -232,9 +235,13 @@ impl S3Backend {
                 .response_checksum_validation(resp);
             Client::from_conf(b.build())
         });
+        // AWS S3 honours If-None-Match on PUT; several S3-compatible stores (Garage among them)
+        // silently ignore it, which cannot be detected. So: conditional writes on AWS, HEAD
+        // before PUT on custom endpoints, unless configured otherwise.
         let conditional = match opts.conditional_writes {
             Some(true) => 1,
             Some(false) => 2,
+            None if opts.endpoint.is_some() => 2,
             None => 0,
         };
         Ok(S3Backend {

@@ -317,8 +317,13 @@ struct FsckArgs {
 
 #[derive(Subcommand, Debug)]
 enum RepairCmd {
-    /// Rebuild the index from the pack headers (drops packs that are gone or unreadable).
-    Index,
+    /// Rebuild the index from the packs: every blob is verified and damaged ones are left out
+    /// (so the next backup stores them again); packs that are gone or unreadable drop out.
+    Index {
+        /// Read only each pack's header (fast; trusts the blobs).
+        #[arg(long)]
+        headers_only: bool,
+    },
     /// List snapshots that cannot be restored; delete them only with --remove.
     Snapshots {
         #[arg(long)]
@@ -1130,8 +1135,8 @@ fn repair_cmd(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
         bar.update(done, || format!("{what} {done}/{total}"));
     };
     match r {
-        RepairCmd::Index => {
-            let rep = repair::repair_index(&mut repo, &report_progress)?;
+        RepairCmd::Index { headers_only } => {
+            let rep = repair::repair_index(&mut repo, !headers_only, &report_progress)?;
             bar.finish();
             if ctx.cli.json {
                 return print_json(&rep);
@@ -1144,6 +1149,9 @@ fn repair_cmd(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
             );
             for s in &rep.skipped {
                 println!("skipped pack {}: {}", s.id, s.reason);
+            }
+            for (pack, chunk) in &rep.bad_blobs {
+                println!("left out damaged chunk {chunk} in pack {pack}: the next backup of that data stores it again");
             }
             Ok(())
         }

@@ -183,6 +183,15 @@ pub struct FsckOptions {
 /// Progress: (what, done, total).
 pub type ProgressFn<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
 
+/// Errors that mean "could not look" rather than "looked and found damage": the check must
+/// stop and say so (exit 10) instead of reporting damage that may not exist.
+fn incomplete(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Io { .. } | Error::Backend(_) | Error::CheckIncomplete(_)
+    )
+}
+
 fn affected(s: &SnapshotEntry) -> Affected {
     Affected {
         id: s.id.to_hex(),
@@ -211,7 +220,7 @@ fn walk_stream(
     size: u64,
     snap: usize,
     w: &mut Walk,
-) {
+) -> Result<()> {
     let mut stack: Vec<(ChunkId, Option<u8>, u64)> = vec![(*root, None, size)];
     while let Some((id, level, len)) = stack.pop() {
         w.referenced.insert(id);
@@ -234,6 +243,7 @@ fn walk_stream(
         let node = match repo.read_blob(index, &id) {
             Ok(p) if entry.kind == BlobKind::Tree => TreeNode::decode(&p),
             Ok(_) => Err("is a data blob where a tree blob was expected".to_string()),
+            Err(e) if incomplete(&e) => return Err(e),
             Err(e) => Err(e.to_string()),
         };
         let node = match node {
@@ -273,6 +283,7 @@ fn walk_stream(
             }
         }
     }
+    Ok(())
 }
 
 /// Snapshots (indexes) whose streams need any chunk in `bad`; walks only the candidates.
@@ -287,7 +298,8 @@ fn snapshots_needing(
     for &i in candidates {
         let mut w = Walk::default();
         for s in &snaps[i].snapshot.streams {
-            walk_stream(repo, index, &|_| true, &s.root, s.size, i, &mut w);
+            // Already checked once; an error here only narrows the attribution.
+            let _ = walk_stream(repo, index, &|_| true, &s.root, s.size, i, &mut w);
         }
         if w.referenced.iter().any(|c| bad.contains(c)) {
             out.insert(i);
@@ -301,7 +313,8 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
         mode: match opts.read_data {
             None => "structure".into(),
             Some(Subset::All) => "read-data".into(),
-            Some(s) => format!("read-data-subset {s:?}"),
+            Some(Subset::Slice(n, m)) => format!("read-data-subset {n}/{m}"),
+            Some(Subset::Percent(p)) => format!("read-data-subset {p}%"),
         },
         ..Default::default()
     };
@@ -327,6 +340,7 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
                     indexed.entry(p.id).or_insert((p.len, p.entries));
                 }
             }
+            Err(e) if incomplete(&e) => return Err(e),
             Err(e) => {
                 r.add(Severity::Damage, "index", id, "corrupt", e.to_string());
             }
@@ -380,8 +394,15 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
     for id in list_ids(backend.as_ref(), ObjectKind::Snapshot)? {
         match repo.read_snapshot(&id) {
             Ok(s) => snaps.push(SnapshotEntry { id, snapshot: s }),
+            Err(e) if incomplete(&e) => return Err(e),
             Err(e) => {
-                r.add(Severity::Damage, "snapshot", id, "corrupt", e.to_string());
+                let i = r.add(Severity::Damage, "snapshot", id, "corrupt", e.to_string());
+                // It cannot be restored: name it, so `repair snapshots` can remove it.
+                r.problems[i].affected_snapshots = vec![Affected {
+                    id: id.to_hex(),
+                    name: "(unreadable)".into(),
+                    time: DateTime::<Utc>::UNIX_EPOCH,
+                }];
             }
         }
     }
@@ -393,9 +414,23 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
         for (i, s) in snaps.iter().enumerate() {
             progress("snapshots", i as u64, snaps.len() as u64);
             for st in &s.snapshot.streams {
-                walk_stream(repo, &index, &present, &st.root, st.size, i, &mut walk);
+                walk_stream(repo, &index, &present, &st.root, st.size, i, &mut walk)?;
             }
         }
+    }
+    // A damaged index file hides the chunks it listed: the snapshots it affects are those
+    // needing a chunk that no readable index lists.
+    let unindexed_users: BTreeSet<usize> = walk
+        .missing
+        .values()
+        .filter(|(why, _)| why == "not in any index")
+        .flat_map(|(_, u)| u.iter().copied())
+        .collect();
+    for p in r.problems.iter_mut().filter(|p| p.object == "index") {
+        p.affected_snapshots = unindexed_users
+            .iter()
+            .map(|&u| affected(&snaps[u]))
+            .collect();
     }
     let mut chunk_problems: Vec<_> = walk.missing.iter().collect();
     chunk_problems.sort_by_key(|(c, _)| **c);
@@ -439,10 +474,12 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
 fn check_keys(backend: &dyn Backend, r: &mut FsckReport) -> Result<()> {
     for id in list_ids(backend, ObjectKind::Key)? {
         r.counts.key_files += 1;
-        if let Err(e) =
-            get_verified(backend, ObjectKind::Key, &id).and_then(|b| KeyFile::decode(&id, &b))
-        {
-            r.add(Severity::Damage, "key", id, "corrupt", e.to_string());
+        match get_verified(backend, ObjectKind::Key, &id).and_then(|b| KeyFile::decode(&id, &b)) {
+            Ok(_) => {}
+            Err(e) if incomplete(&e) => return Err(e),
+            Err(e) => {
+                r.add(Severity::Damage, "key", id, "corrupt", e.to_string());
+            }
         }
     }
     if r.counts.key_files == 0 {
@@ -478,8 +515,9 @@ fn list_packs(backend: &dyn Backend, r: &mut FsckReport) -> Result<HashMap<PackI
     Ok(out)
 }
 
-/// One pack read in full: (id, bytes read, blobs verified, problems, chunks that failed).
-type PackCheck = (PackId, u64, u64, Vec<String>, Vec<ChunkId>);
+/// One pack read in full: (id, bytes read, blobs verified, problems, chunks that failed), or
+/// the error that kept it from being read at all.
+type PackCheck = std::result::Result<(PackId, u64, u64, Vec<String>, Vec<ChunkId>), Error>;
 
 #[allow(clippy::too_many_arguments)]
 fn read_data(
@@ -513,7 +551,8 @@ fn read_data(
             let mut verified = 0u64;
             let bytes = match backend.get(ObjectKind::Pack, &pid.to_hex()) {
                 Ok(b) => b,
-                Err(e) => return (*pid, 0, 0, vec![format!("cannot read: {e}")], vec![]),
+                Err(e) if incomplete(&e) => return Err(e),
+                Err(e) => return Ok((*pid, 0, 0, vec![format!("cannot read: {e}")], vec![])),
             };
             if ObjectId::of(&bytes) != *pid {
                 errs.push("content does not hash to its name".to_string());
@@ -549,10 +588,11 @@ fn read_data(
             }
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress("read-data", n, total);
-            (*pid, len, verified, errs, bad_chunks)
+            Ok((*pid, len, verified, errs, bad_chunks))
         })
         .collect();
-    for (pid, len, verified, errs, bad_chunks) in results {
+    for res in results {
+        let (pid, len, verified, errs, bad_chunks) = res?;
         r.counts.packs_read += 1;
         r.counts.bytes_read += len;
         r.counts.blobs_verified += verified;
@@ -668,6 +708,7 @@ pub fn fsck_no_key(backend: &dyn Backend, progress: ProgressFn<'_>) -> Result<Fs
             };
             let bytes = match backend.get(kind, &name) {
                 Ok(b) => b,
+                Err(e) if incomplete(&e) => return Err(e),
                 Err(e) => {
                     r.add(
                         Severity::Damage,

@@ -1,7 +1,9 @@
 //! `repair`: recover what can be recovered, never silently.
 //!
-//! - `repair index` rebuilds the index from pack headers alone (one ranged read of the trailer
-//!   and header per pack). The new index file is written, naming every old one as superseded,
+//! - `repair index` rebuilds the index from the packs. By default it reads every pack whole and
+//!   leaves out blobs that fail verification, so the next backup stores those chunks again
+//!   instead of deduplicating against damaged copies; `--headers-only` reads just the trailer
+//!   and header of each pack (fast, but trusts the blobs). The new index file is written, naming every old one as superseded,
 //!   before the old ones are deleted, so a crash leaves a usable index either way. Packs that
 //!   are gone or whose header does not open drop out of the index; their chunks become unknown,
 //!   so the next backup of the same data uploads them again (self-healing).
@@ -27,19 +29,26 @@ pub struct SkippedPack {
 pub struct RepairIndexReport {
     pub packs_indexed: usize,
     pub blobs_indexed: usize,
+    /// Blobs left out because they failed verification: (pack, chunk).
+    pub bad_blobs: Vec<(String, String)>,
     pub skipped: Vec<SkippedPack>,
     pub new_index: Option<ObjectId>,
     pub removed_index_files: Vec<ObjectId>,
 }
 
-pub fn repair_index(repo: &mut Repo, progress: fsck::ProgressFn<'_>) -> Result<RepairIndexReport> {
+pub fn repair_index(
+    repo: &mut Repo,
+    verify_blobs: bool,
+    progress: fsck::ProgressFn<'_>,
+) -> Result<RepairIndexReport> {
     let _lock = repo.lock(true, "repair index")?;
     let old = list_ids(repo.backend.as_ref(), ObjectKind::Index)?;
     let packs = repo.backend.list(ObjectKind::Pack)?;
     let total = packs.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     let (backend, key) = (repo.backend.as_ref(), &repo.key);
-    let results: Vec<std::result::Result<IndexPack, SkippedPack>> = packs
+    type Checked = std::result::Result<(IndexPack, Vec<(String, String)>), SkippedPack>;
+    let results: Vec<Checked> = packs
         .par_iter()
         .map(|(name, len)| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -49,22 +58,65 @@ pub fn repair_index(repo: &mut Repo, progress: fsck::ProgressFn<'_>) -> Result<R
                 reason,
             };
             let id: ObjectId = name.parse().map_err(|_| skip("not a pack name".into()))?;
-            let entries = crate::pack::read_header(key, &id, *len, |o, l| {
-                backend.get_range(ObjectKind::Pack, name, o, l)
+            if !verify_blobs {
+                let entries = crate::pack::read_header(key, &id, *len, |o, l| {
+                    backend.get_range(ObjectKind::Pack, name, o, l)
+                })
+                .map_err(|e| skip(e.to_string()))?;
+                return Ok((
+                    IndexPack {
+                        id,
+                        len: *len,
+                        entries,
+                    },
+                    Vec::new(),
+                ));
+            }
+            let bytes = backend
+                .get(ObjectKind::Pack, name)
+                .map_err(|e| skip(e.to_string()))?;
+            let entries = crate::pack::read_header(key, &id, bytes.len() as u64, |o, l| {
+                Ok(bytes[o as usize..(o + l) as usize].to_vec())
             })
             .map_err(|e| skip(e.to_string()))?;
-            Ok(IndexPack {
-                id,
-                len: *len,
-                entries,
-            })
+            let mut bad = Vec::new();
+            let good: Vec<_> = entries
+                .into_iter()
+                .filter(|e| {
+                    let ok = crate::pack::open_blob(
+                        key,
+                        &id,
+                        e,
+                        &bytes[e.offset as usize..e.end() as usize],
+                    )
+                    .is_ok();
+                    if !ok {
+                        bad.push((name.clone(), e.id.to_hex()));
+                    }
+                    ok
+                })
+                .collect();
+            Ok((
+                IndexPack {
+                    id,
+                    len: bytes.len() as u64,
+                    entries: good,
+                },
+                bad,
+            ))
         })
         .collect();
     let mut good = Vec::new();
     let mut skipped = Vec::new();
+    let mut bad_blobs = Vec::new();
     for r in results {
         match r {
-            Ok(p) => good.push(p),
+            Ok((p, bad)) => {
+                bad_blobs.extend(bad);
+                if !p.entries.is_empty() {
+                    good.push(p);
+                }
+            }
             Err(s) => skipped.push(s),
         }
     }
@@ -92,6 +144,7 @@ pub fn repair_index(repo: &mut Repo, progress: fsck::ProgressFn<'_>) -> Result<R
     Ok(RepairIndexReport {
         packs_indexed,
         blobs_indexed,
+        bad_blobs,
         skipped,
         new_index,
         removed_index_files: removed,

@@ -97,19 +97,21 @@ impl Garage {
 
     fn spawn_server(&mut self) {
         let log = std::fs::File::create(self.conf.with_file_name("server.log")).unwrap();
-        let mut c = Command::new(garage_bin());
-        c.arg("-c").arg(&self.conf).arg("server");
+        // A small supervisor shell: it stops garage when the test process is gone (so no server
+        // outlives the run, whichever test thread started it) or when it is sent SIGTERM.
+        let script = format!(
+            "'{g}' -c '{c}' server & G=$!; trap 'kill -9 $G; exit 0' TERM; \
+             while kill -0 {me} 2>/dev/null && kill -0 $G 2>/dev/null; do sleep 0.3; done; \
+             kill -9 $G 2>/dev/null; wait",
+            g = garage_bin().display(),
+            c = self.conf.display(),
+            me = std::process::id()
+        );
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
         c.stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null());
-        // SAFETY: prctl in the child before exec; asks the kernel to kill garage if the test
-        // process dies, so no server outlives the test run.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
         self.child = Some(c.spawn().expect("start garage"));
         let t0 = Instant::now();
         loop {
@@ -146,8 +148,16 @@ impl Garage {
     /// Stop the server (as a crash would), keeping its data.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
+            // SAFETY: SIGTERM to our own child (the supervisor, which then kills garage).
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
+            let addr = self.endpoint.trim_start_matches("http://").to_string();
+            let t0 = Instant::now();
+            while std::net::TcpStream::connect(&addr).is_ok()
+                && t0.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
