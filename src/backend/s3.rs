@@ -304,6 +304,43 @@ impl S3Backend {
         base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
     }
 
+    /// GET a whole object or a range of it; 404 is `ObjectNotFound`, 416 (range beyond the
+    /// end) is damage.
+    fn fetch(&self, kind: ObjectKind, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        let key = self.key(kind, name);
+        self.rt.block_on(async {
+            let mut req = self.client.get_object().bucket(&self.bucket).key(&key);
+            if let Some((offset, len)) = range {
+                req = req.range(format!("bytes={}-{}", offset, offset + len - 1));
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+                    Some(404) => {
+                        return Err(Error::ObjectNotFound {
+                            kind,
+                            id: name.to_string(),
+                        })
+                    }
+                    Some(416) => {
+                        return Err(Error::corrupt(
+                            kind,
+                            name,
+                            format!("range {range:?} beyond the object (truncated?)"),
+                        ))
+                    }
+                    _ => return Err(backend_err("GET", &key, &e)),
+                },
+            };
+            let body = resp
+                .body
+                .collect()
+                .await
+                .map_err(|e| Error::Backend(format!("S3 GET {key}: reading the body: {e}")))?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+
     async fn put_single(&self, key: &str, data: &[u8], conditional: bool) -> Result<PutOutcome> {
         let mut req = self
             .client
@@ -478,75 +515,14 @@ impl Backend for S3Backend {
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
-        let key = self.key(kind, name);
-        self.rt.block_on(async {
-            let resp = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
-                    return Err(Error::ObjectNotFound {
-                        kind,
-                        id: name.to_string(),
-                    })
-                }
-                Err(e) => return Err(backend_err("GET", &key, &e)),
-            };
-            let body = resp
-                .body
-                .collect()
-                .await
-                .map_err(|e| Error::Backend(format!("S3 GET {key}: reading the body: {e}")))?;
-            Ok(body.into_bytes().to_vec())
-        })
+        self.fetch(kind, name, None)
     }
 
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let key = self.key(kind, name);
-        let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let bytes = self.rt.block_on(async {
-            let resp = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .range(&range)
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-                    Some(404) => {
-                        return Err(Error::ObjectNotFound {
-                            kind,
-                            id: name.to_string(),
-                        })
-                    }
-                    Some(416) => {
-                        return Err(Error::corrupt(
-                            kind,
-                            name,
-                            format!("range {offset}+{len} beyond the object (truncated?)"),
-                        ))
-                    }
-                    _ => return Err(backend_err("GET", &key, &e)),
-                },
-            };
-            let body = resp
-                .body
-                .collect()
-                .await
-                .map_err(|e| Error::Backend(format!("S3 GET {key}: reading the body: {e}")))?;
-            Ok(body.into_bytes().to_vec())
-        })?;
+        let bytes = self.fetch(kind, name, Some((offset, len)))?;
         if bytes.len() as u64 != len {
             return Err(Error::corrupt(
                 kind,
