@@ -116,4 +116,7 @@ impl Backend for Counting {
     fn upload_concurrency(&self) -> usize {
         self.inner.upload_concurrency()
     }
+    fn read_concurrency(&self) -> usize {
+        self.inner.read_concurrency()
+    }
 }

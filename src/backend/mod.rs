@@ -37,6 +37,10 @@ pub trait Backend: Send + Sync {
     fn upload_concurrency(&self) -> usize {
         1
     }
+    /// How many ranged reads restore keeps in flight.
+    fn read_concurrency(&self) -> usize {
+        rayon::current_num_threads()
+    }
 }
 
 /// Open the backend a `--repo` string names. A plain path (or `file://path`) is a local

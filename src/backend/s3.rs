@@ -601,4 +601,8 @@ impl Backend for S3Backend {
     fn upload_concurrency(&self) -> usize {
         self.opts.upload_concurrency.max(1)
     }
+    fn read_concurrency(&self) -> usize {
+        // Ranged GETs are latency-bound: keep many in flight.
+        16
+    }
 }

@@ -804,7 +804,7 @@ fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
     if ctx.cli.json && a.output.is_some() {
         return print_json(&serde_json::json!({
             "snapshot": snap.id, "bytes": stats.bytes_written, "chunks": stats.chunks,
-            "verified": true,
+            "reads": stats.reads, "verified": true, "requests": repo.requests(),
         }));
     }
     ctx.say(format!(

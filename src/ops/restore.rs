@@ -21,7 +21,7 @@ use crate::snapshot::SnapshotEntry;
 use crate::tree::LeafWalker;
 
 /// Leaves per batch and the largest single coalesced read.
-const BATCH_LEAVES: usize = 256;
+const BATCH_LEAVES: usize = 1024;
 const MAX_READ: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -97,6 +97,7 @@ fn plan_reads(index: &Index, leaves: &[TreeEntry]) -> Result<Vec<Read>> {
 fn fetch_batch(
     repo: &Repo,
     index: &Index,
+    pool: &rayon::ThreadPool,
     leaves: &[TreeEntry],
     stats: &mut RestoreStats,
 ) -> Result<Vec<Vec<u8>>> {
@@ -104,20 +105,24 @@ fn fetch_batch(
     // Only the thread-safe parts of the repository cross into rayon (the cache does not).
     let (backend, key) = (repo.backend.as_ref(), &repo.key);
     stats.reads += reads.len() as u64;
-    let opened: Vec<Vec<(usize, Vec<u8>)>> = reads
-        .par_iter()
-        .map(|r| -> Result<Vec<(usize, Vec<u8>)>> {
-            let bytes = crate::repo::get_pack_range(backend, &r.pack, r.start, r.end - r.start)?;
-            r.blobs
-                .par_iter()
-                .map(|(i, e)| {
-                    let s = (e.offset as u64 - r.start) as usize;
-                    let sealed = &bytes[s..s + e.stored_len as usize];
-                    crate::pack::open_blob(key, &r.pack, e, sealed).map(|p| (*i, p))
-                })
-                .collect()
-        })
-        .collect::<Result<_>>()?;
+    // The pool is sized for the backend's latency: reads from S3 overlap many at a time.
+    let opened: Vec<Vec<(usize, Vec<u8>)>> = pool.install(|| {
+        reads
+            .par_iter()
+            .map(|r| -> Result<Vec<(usize, Vec<u8>)>> {
+                let bytes =
+                    crate::repo::get_pack_range(backend, &r.pack, r.start, r.end - r.start)?;
+                r.blobs
+                    .par_iter()
+                    .map(|(i, e)| {
+                        let s = (e.offset as u64 - r.start) as usize;
+                        let sealed = &bytes[s..s + e.stored_len as usize];
+                        crate::pack::open_blob(key, &r.pack, e, sealed).map(|p| (*i, p))
+                    })
+                    .collect()
+            })
+            .collect::<Result<_>>()
+    })?;
     let mut out = vec![Vec::new(); leaves.len()];
     for (i, p) in opened.into_iter().flatten() {
         out[i] = p;
@@ -153,6 +158,11 @@ pub fn restore(
     })?;
     let mut hasher = blake3::Hasher::new();
     let mut stats = RestoreStats::default();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(repo.backend.read_concurrency().max(1))
+        .thread_name(|i| format!("restore-{i}"))
+        .build()
+        .map_err(|e| Error::Backend(format!("restore thread pool: {e}")))?;
     let mut batch = Vec::with_capacity(BATCH_LEAVES);
     loop {
         batch.clear();
@@ -168,7 +178,7 @@ pub fn restore(
         if crate::signals::interrupted() {
             return Err(Error::Interrupted);
         }
-        for p in fetch_batch(repo, index, &batch, &mut stats)? {
+        for p in fetch_batch(repo, index, &pool, &batch, &mut stats)? {
             hasher.update(&p);
             out.write_all(&p)
                 .map_err(|e| Error::io("write output", e))?;
