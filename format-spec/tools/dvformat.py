@@ -205,6 +205,8 @@ def validate_config(c):
         raise Corrupt("config: chunker sizes out of range")
     if v & (v - 1) or v < 1024:
         raise Corrupt("config: chunker average not a power of two >= 1024")
+    if a > 1 << 20 or v > 4 << 20:  # C7: the limits of the pinned FastCDC implementation
+        raise Corrupt("config: chunker sizes beyond the FastCDC limits (min <= 1 MiB, avg <= 4 MiB)")
     if not (1 << 20 <= c["pack_target"] <= 1 << 30):
         raise Corrupt("config: pack target out of range")
     if not (1 <= c["zstd_level"] <= 22):
@@ -587,6 +589,14 @@ def decode_snapshot(plain):
         kind = st["source"].get("kind")
         if kind not in ("stdin", "file", "command"):
             raise Corrupt(f"snapshot: unknown source kind {kind!r}")
+    req = s.get("requests")
+    if req is not None:  # optional statistics; if present, all seven counters (07)
+        if not isinstance(req, dict):
+            raise Corrupt("snapshot: requests is not an object")
+        for k in ("put", "get", "head", "list", "delete", "bytes_sent", "bytes_received"):
+            n = req.get(k)
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 1 << 64:
+                raise Corrupt(f"snapshot: requests.{k} missing or not a u64")
     return s
 
 
@@ -649,14 +659,16 @@ class LocalRepo:
         with open(os.path.join(self.root, "config"), "rb") as f:
             self.config_bytes = f.read()
         self.config = decode_config(self.config_bytes)
-        weak = None
+        weak, parsed, same_repo = None, 0, 0
         for name in self.names("key"):
             try:
                 kf = decode_keyfile(self.get("key", name))
             except (Corrupt, Unsupported):
                 continue
+            parsed += 1
             if kf["repo_id"] != self.config["repo_id"]:
                 continue
+            same_repo += 1
             try:
                 mk = unwrap_keyfile(kf, password)
             except WeakKey as x:
@@ -666,7 +678,11 @@ class LocalRepo:
                 self.mk = mk
                 verify_config_mac(self.config_bytes, mk["data_key"])
                 return
-        raise weak or SystemExit("no key file opens with this password")
+        if weak:
+            raise weak
+        if parsed and not same_repo:  # 02, opening step 4: the config's repo_id was altered or swapped
+            raise Corrupt("config: its repository id matches no key file")
+        raise SystemExit("no key file opens with this password")
 
     def index(self):
         files = {n: open_index_object(self.mk["data_key"], self.get("index", n))
@@ -833,6 +849,10 @@ def negative_vectors():
         ("config", "one byte appended", "C4", "damaged", lambda: decode_config(mutate(cfg, append=b"\0"))),
         ("config", "byte 12 = 01 (unknown incompat bit)", "C5", "too new", lambda: decode_config(mutate(cfg, [(12, 1)]))),
         ("config", "byte 73 = 0x90 (chunk_avg 36864, not a power of two)", "C6", "damaged", lambda: decode_config(mutate(cfg, [(73, 0x90)]))),
+        ("config", "bytes 68-79 = 00002000 00004000 00008000 (chunk_min 2 MiB, avg 4 MiB, max 8 MiB)", "C7", "damaged",
+         lambda: decode_config(mutate(cfg, list(enumerate(bytes.fromhex("000020000000400000008000"), 68))))),
+        ("config", "bytes 68-79 = 00001000 00008000 00000001 (chunk_min 1 MiB, avg 8 MiB, max 16 MiB)", "C7", "damaged",
+         lambda: decode_config(mutate(cfg, list(enumerate(bytes.fromhex("000010000000800000000001"), 68))))),
         ("config", "byte 84 = 00 (zstd level 0)", "C9", "damaged", lambda: decode_config(mutate(cfg, [(84, 0)]))),
         ("config", "byte 90 ^= 1 (created changed; C1-C9 pass, the MAC no longer matches)", "C10", "damaged",
          lambda: (decode_config(mutate(cfg, [(90, bytes.fromhex(cfg)[90] ^ 1)])),
@@ -888,6 +908,8 @@ def negative_vectors():
          lambda: decode_snapshot(v["snapshot_json"].replace('"kind":"command"', '"kind":"pipe"').encode())),
         ("snapshot plaintext", "field \"host\" removed", "S3", "damaged",
          lambda: decode_snapshot(v["snapshot_json"].replace('"host":"db1",', "").encode())),
+        ("snapshot plaintext", "\"requests\":{\"put\":1} added (six counters missing)", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"streams":', '"requests":{"put":1},"streams":').encode())),
     ]
     # The overlapping-entries case needs a freshly sealed header (P11).
     e0, e1 = read_pack_header(K, bytes.fromhex(pack))
