@@ -537,7 +537,8 @@ fn run(cli: &Cli) -> Result<()> {
             let repo = ctx.open()?;
             let mut removed = Vec::new();
             for (name, info) in crate::lock::list_locks(repo.backend.as_ref(), &repo.key)? {
-                let stale = info.as_ref().map(crate::lock::is_stale).unwrap_or(true);
+                // An unreadable lock may be a newer dumpvault's live lock: only --all removes it.
+                let stale = info.as_ref().map(crate::lock::is_stale).unwrap_or(false);
                 if *all || stale {
                     repo.backend.delete(crate::error::ObjectKind::Lock, &name)?;
                     removed.push(name);

@@ -463,7 +463,7 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
             repo, &index, &indexed, &listed, &bad_packs, subset, &snaps, &walk, &mut r, progress,
         )?;
         if subset == Subset::All {
-            verify_streams(repo, &snaps, &mut r, progress);
+            verify_streams(repo, &snaps, &mut r, progress)?;
         }
     }
     r.problems
@@ -627,7 +627,7 @@ fn verify_streams(
     snaps: &[SnapshotEntry],
     r: &mut FsckReport,
     progress: ProgressFn<'_>,
-) {
+) -> Result<()> {
     let mut newest: HashMap<&str, &SnapshotEntry> = HashMap::new();
     for s in snaps {
         newest.insert(&s.snapshot.name, s);
@@ -641,6 +641,7 @@ fn verify_streams(
                 crate::ops::restore::restore(repo, s, Some(&st.name), &mut std::io::sink(), |_| {});
             match res {
                 Ok(_) => r.counts.streams_verified += 1,
+                Err(e) if incomplete(&e) => return Err(e),
                 Err(e) => {
                     let i = r.add(
                         Severity::Damage,
@@ -654,6 +655,7 @@ fn verify_streams(
             }
         }
     }
+    Ok(())
 }
 
 /// Check without any key: names against BLAKE3, config and key-file layouts, and the packs index

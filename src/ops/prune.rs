@@ -310,7 +310,7 @@ fn delete_if_present(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> Result<()>
 /// Plan and, unless `dry_run`, execute, under one exclusive lock.
 pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<PruneResult> {
     let started = Instant::now();
-    let _lock = repo.lock(true, "prune")?;
+    let lock = repo.lock(true, "prune")?;
     let plan = plan(repo, opts)?;
     let bytes_before = plan.pack_bytes;
     if dry_run || plan.is_noop() {
@@ -323,6 +323,13 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
             new_index: None,
             duration_ms: started.elapsed().as_millis() as u64,
         });
+    }
+    // Planning can take long on a big repository: make sure the lock is still ours (not
+    // removed by `unlock --all`, not gone stale) before deleting anything.
+    if !lock.still_held()? {
+        return Err(Error::LockHeld(
+            "prune's lock was removed or went stale while planning; nothing was deleted".into(),
+        ));
     }
     let (new_packs, new_index) = execute(repo, &plan)?;
     let bytes_after = repo

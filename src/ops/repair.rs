@@ -47,38 +47,59 @@ pub fn repair_index(
     let total = packs.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
     let (backend, key) = (repo.backend.as_ref(), &repo.key);
-    type Checked = std::result::Result<(IndexPack, Vec<(String, String)>), SkippedPack>;
+    // Outer error: storage failure (abort everything: a pack we could not read is not a pack
+    // that is gone). Inner: the pack is damaged and is left out.
+    type Checked = Result<std::result::Result<(IndexPack, Vec<(String, String)>), SkippedPack>>;
     let results: Vec<Checked> = packs
         .par_iter()
         .map(|(name, len)| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             progress("packs", n, total);
-            let skip = |reason: String| SkippedPack {
-                id: name.clone(),
-                reason,
+            let skip = |e: crate::error::Error| -> Checked {
+                if matches!(
+                    e,
+                    crate::error::Error::Io { .. } | crate::error::Error::Backend(_)
+                ) {
+                    return Err(e);
+                }
+                Ok(Err(SkippedPack {
+                    id: name.clone(),
+                    reason: e.to_string(),
+                }))
             };
-            let id: ObjectId = name.parse().map_err(|_| skip("not a pack name".into()))?;
+            let Ok(id) = name.parse::<ObjectId>() else {
+                return Ok(Err(SkippedPack {
+                    id: name.clone(),
+                    reason: "not a pack name".into(),
+                }));
+            };
             if !verify_blobs {
                 let entries = crate::pack::read_header(key, &id, *len, |o, l| {
                     backend.get_range(ObjectKind::Pack, name, o, l)
-                })
-                .map_err(|e| skip(e.to_string()))?;
-                return Ok((
+                });
+                let entries = match entries {
+                    Ok(e) => e,
+                    Err(e) => return skip(e),
+                };
+                return Ok(Ok((
                     IndexPack {
                         id,
                         len: *len,
                         entries,
                     },
                     Vec::new(),
-                ));
+                )));
             }
-            let bytes = backend
-                .get(ObjectKind::Pack, name)
-                .map_err(|e| skip(e.to_string()))?;
-            let entries = crate::pack::read_header(key, &id, bytes.len() as u64, |o, l| {
+            let bytes = match backend.get(ObjectKind::Pack, name) {
+                Ok(b) => b,
+                Err(e) => return skip(e),
+            };
+            let entries = match crate::pack::read_header(key, &id, bytes.len() as u64, |o, l| {
                 Ok(bytes[o as usize..(o + l) as usize].to_vec())
-            })
-            .map_err(|e| skip(e.to_string()))?;
+            }) {
+                Ok(e) => e,
+                Err(e) => return skip(e),
+            };
             let mut bad = Vec::new();
             let good: Vec<_> = entries
                 .into_iter()
@@ -96,21 +117,21 @@ pub fn repair_index(
                     ok
                 })
                 .collect();
-            Ok((
+            Ok(Ok((
                 IndexPack {
                     id,
                     len: bytes.len() as u64,
                     entries: good,
                 },
                 bad,
-            ))
+            )))
         })
         .collect();
     let mut good = Vec::new();
     let mut skipped = Vec::new();
     let mut bad_blobs = Vec::new();
     for r in results {
-        match r {
+        match r? {
             Ok((p, bad)) => {
                 bad_blobs.extend(bad);
                 if !p.entries.is_empty() {
