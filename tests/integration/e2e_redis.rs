@@ -67,7 +67,11 @@ impl Drop for Redis {
 
 #[test]
 fn redis_rdb_backup_restore_loads_in_fresh_server() {
-    let env = Env::new();
+    redis_scenario(&Env::new());
+}
+
+/// The foundation's Redis scenario against whatever repository `env` points at.
+pub fn redis_scenario(env: &Env) {
     let src_dir = env.dir.path().join("redis-src");
     std::fs::create_dir(&src_dir).unwrap();
     let r = Redis::start(&src_dir);

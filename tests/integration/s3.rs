@@ -427,6 +427,12 @@ fn s3_pg_dump_scenario_and_object_names_are_blake3() {
 }
 
 #[test]
+fn s3_redis_scenario() {
+    let g = shared();
+    crate::e2e_redis::redis_scenario(&Env::at(g.location(), g.env()));
+}
+
+#[test]
 fn s3_round_trip_forget_prune_fsck() {
     let g = shared();
     let env = Env::at(g.location(), g.env());
