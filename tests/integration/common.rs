@@ -71,6 +71,24 @@ impl Env {
         c
     }
 
+    /// `key add` with the cheapest Argon2 parameters; asserts it succeeded.
+    pub fn add_key(&self, new_password: &str) {
+        let out = self
+            .cmd()
+            .env("DUMPVAULT_NEW_PASSWORD", new_password)
+            .args([
+                "key",
+                "add",
+                "--kdf-memory",
+                "19456",
+                "--kdf-iterations",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "key add: {}", stderr(&out));
+    }
+
     pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
         run_with(self.cmd(), args, stdin)
     }

@@ -978,21 +978,7 @@ fn bit_flip_in_the_only_key_fails_every_command_as_damage() {
 fn bit_flip_in_one_of_two_keys_is_reported_while_the_other_password_works() {
     let t = two_series();
     let first = t.env.files_under("keys");
-    let out = t
-        .env
-        .cmd()
-        .env("DUMPVAULT_NEW_PASSWORD", "second")
-        .args([
-            "key",
-            "add",
-            "--kdf-memory",
-            "19456",
-            "--kdf-iterations",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.env.add_key("second");
     assert_eq!(t.env.files_under("keys").len(), 2);
     flip(&first[0], 20);
     let kname = name_of(&first[0]);
