@@ -175,7 +175,8 @@ pub fn stderr(o: &Output) -> String {
 
 /// A deterministic, dump-like stream: SQL insert lines with pseudo-random values.
 pub fn sql_like(lines: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
+    // Distinct seeds must give distinct streams (`seed | 1` alone maps 4 and 5 together).
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(lines * 80);
     for i in 0..lines {
         s ^= s << 13;
@@ -197,7 +198,8 @@ pub fn sql_like(lines: usize, seed: u64) -> Vec<u8> {
 
 /// Incompressible pseudo-random bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
+    // Distinct seeds must give distinct streams (`seed | 1` alone maps 4 and 5 together).
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
             s ^= s << 13;

@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Side-by-side comparison of dumpvault with restic and borg (plus rustic and bupstash when they
+# are already installed) on the same multi-day dump corpus, in one run of this script.
+#
+# Usage: benches/compare.sh CORPUS_DIR [RUNS]
+#   CORPUS_DIR  holds day files, e.g. the output of ../shared/bench/make-pg-corpus.sh
+#   RUNS        runs per tool (default 3); every figure is the median over runs
+# Environment:
+#   PATTERN=pg-day*.sql   day files, taken in natural sort order (day0 first)
+#   DUMPVAULT_BIN         dumpvault binary (default target/release/dumpvault, built if missing)
+#   TOOLS="dumpvault restic borg borg-zstd rustic bupstash"   restrict/reorder the columns
+#   BORG_ZSTD=0           drop the extra "borg --compression zstd,3" column
+#   DV_RESTORE=stdout     dumpvault restores to stdout redirected to a file, like `restic dump`
+#                         and `borg extract --stdout`; DV_RESTORE=file uses `-o FILE`, which also
+#                         fsyncs the file before renaming it (slower, not like-for-like).
+#
+# Per tool and run: a fresh repository (and fresh cache) in a temp dir, `init`, a backup of day 0
+# read from stdin, incremental backups of days 1..N-1 from stdin, then a restore of the last day,
+# checked byte for byte with cmp. Runs are interleaved (run 1 of every tool, then run 2, ...) and
+# the tool order rotates per run, so machine noise hits every tool alike. Each tool uses its
+# default compression: dumpvault zstd-3, restic "auto" (zstd, repository v2), borg lz4; the
+# borg-zstd column adds `--compression zstd,3`. `zstd -T2 -3` of day 0 is timed in every run as
+# the compression floor. Wall time is measured around each command (bash EPOCHREALTIME), peak RSS
+# with /usr/bin/time; the repository size is `du -sb` after each day. Password/key derivation at
+# the start of each command is part of every tool's time, as it is in a real nightly job.
+# Needs: bash 5, GNU time (/usr/bin/time), zstd, cmp, du, awk. restic and borg are installed with
+# apt-get when missing and this runs as root; a tool that is missing or fails is reported, not fatal.
+set -euo pipefail
+export LC_ALL=C # '.' as the decimal point, in EPOCHREALTIME and awk alike
+
+usage() { sed -n '5,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+CORPUS=$1
+RUNS=${2:-${RUNS:-3}}
+PATTERN=${PATTERN:-pg-day*.sql}
+DV_RESTORE=${DV_RESTORE:-stdout}
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: RUNS must be a positive integer, got '$RUNS'" >&2; exit 2; }
+[ -d "$CORPUS" ] || { echo "compare.sh: no such corpus directory: $CORPUS" >&2; exit 2; }
+
+say() { printf '%s\n' "$*" >&2; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${DUMPVAULT_BIN:-$ROOT/target/release/dumpvault}
+if [ ! -x "$BIN" ]; then
+  say "== building dumpvault (cargo build --release)"
+  (cd "$ROOT" && cargo build --release -q)
+fi
+for need in /usr/bin/time zstd cmp du awk; do
+  command -v "$need" >/dev/null || { say "compare.sh: '$need' is required"; exit 2; }
+done
+
+mapfile -t DAYS < <(cd "$CORPUS" && ls -1 -- $PATTERN 2>/dev/null | sort -V)
+[ "${#DAYS[@]}" -ge 1 ] || { say "compare.sh: no '$PATTERN' files in $CORPUS"; exit 2; }
+for i in "${!DAYS[@]}"; do DAYS[$i]=$(cd "$CORPUS" && pwd)/${DAYS[$i]}; done
+NDAYS=${#DAYS[@]}
+LAST=$((NDAYS - 1))
+BYTES=()
+for f in "${DAYS[@]}"; do BYTES+=("$(stat -c %s "$f")"); done
+
+# ---------------------------------------------------------------- peers: install or skip
+if ! command -v restic >/dev/null || ! command -v borg >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "== installing restic and borgbackup with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q restic borgbackup >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q restic borgbackup >/dev/null 2>&1; } ||
+      say "   apt-get could not install restic/borgbackup; the missing ones are skipped"
+  else
+    say "== restic or borg missing and cannot apt-get install (not root or no apt); skipped"
+  fi
+fi
+WANT=${TOOLS:-dumpvault restic borg borg-zstd rustic bupstash}
+ACTIVE=()
+for t in $WANT; do
+  case $t in
+    dumpvault) ACTIVE+=("$t") ;;
+    restic | rustic | bupstash)
+      if command -v "$t" >/dev/null; then ACTIVE+=("$t"); else say "== $t not installed: skipped"; fi ;;
+    borg | borg-zstd)
+      [ "$t" = borg-zstd ] && [ "${BORG_ZSTD:-1}" = 0 ] && continue
+      if command -v borg >/dev/null; then ACTIVE+=("$t"); else say "== $t not installed: skipped"; fi ;;
+    *) say "compare.sh: unknown tool '$t' in TOOLS"; exit 2 ;;
+  esac
+done
+PEERS=()
+for t in "${ACTIVE[@]}"; do [ "$t" = dumpvault ] || PEERS+=("$t"); done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dumpvault-compare.XXXXXX")
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+RES=$WORK/results.tsv # lines: tool run key value
+: >"$RES"
+
+# ---------------------------------------------------------------- measurement
+# timed IN OUT CMD... : run CMD with stdin IN and stdout OUT (stderr to $LOG); sets T_S (wall
+# seconds) and T_KB (peak RSS in KiB). Dirty pages of the previous step are flushed first, untimed.
+timed() {
+  local in=$1 out=$2 t0 t1 rc=0
+  shift 2
+  sync
+  t0=$EPOCHREALTIME
+  /usr/bin/time -f "%M" -o "$WORK/time.out" "$@" <"$in" >"$out" 2>>"$LOG" || rc=$?
+  t1=$EPOCHREALTIME
+  if [ "$rc" != 0 ]; then
+    say "   FAILED (exit $rc): $*"
+    tail -n 5 "$LOG" | sed 's/^/   | /' >&2
+    return 1
+  fi
+  T_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')
+  T_KB=$(tail -n 1 "$WORK/time.out")
+}
+rec() { printf '%s %s %s %s\n' "$TOOL" "$RUN" "$1" "$2" >>"$RES"; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1e6 / (s > 0 ? s : 1e-3) }'; }
+
+# Per-tool adapters. env_T exports the tool's settings (inside the subshell of one tool-run, with
+# a fresh $REPO and $TMPD for caches, keys and config homes); init_T, backup_T DAY and
+# restore_T DAY set CMD to the command to time (backup reads the day from stdin, restore writes
+# the day to stdout).
+env_dumpvault() {
+  export DUMPVAULT_REPO=$REPO DUMPVAULT_PASSWORD=bench DUMPVAULT_CACHE_DIR=$TMPD/cache
+}
+init_dumpvault() { CMD=("$BIN" init -q); }
+backup_dumpvault() { CMD=("$BIN" backup --name bench -q); }
+restore_dumpvault() {
+  if [ "$DV_RESTORE" = file ]; then CMD=("$BIN" restore latest -q -o "$TMPD/restored"); else CMD=("$BIN" restore latest -q); fi
+}
+
+env_restic() {
+  export RESTIC_REPOSITORY=$REPO RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$TMPD/cache
+}
+init_restic() { CMD=(restic init -q); } # repository v2 ("stable" since 0.14): compression auto = zstd
+backup_restic() { CMD=(restic backup -q --stdin --stdin-filename dump.sql); }
+restore_restic() { CMD=(restic dump -q latest dump.sql); }
+
+env_borg() {
+  export BORG_REPO=$REPO BORG_PASSPHRASE=bench BORG_BASE_DIR=$TMPD/borg
+}
+init_borg() { CMD=(borg init -e repokey-blake2); }
+backup_borg() { CMD=(borg create --stdin-name dump.sql "::day$1" -); } # default compression: lz4
+restore_borg() { CMD=(borg extract --stdout "::day$1"); }
+env_borg-zstd() { env_borg; }
+init_borg-zstd() { init_borg; }
+backup_borg-zstd() { CMD=(borg create --compression zstd,3 --stdin-name dump.sql "::day$1" -); }
+restore_borg-zstd() { restore_borg "$1"; }
+
+# rustic and bupstash: used only when already installed (not exercised where this was written).
+env_rustic() {
+  export RUSTIC_REPOSITORY=$REPO RUSTIC_PASSWORD=bench XDG_CACHE_HOME=$TMPD/cache XDG_CONFIG_HOME=$TMPD/config
+}
+init_rustic() { CMD=(rustic init); }
+backup_rustic() { CMD=(rustic backup --stdin-filename dump.sql -); }
+restore_rustic() { CMD=(rustic dump latest:dump.sql); }
+
+env_bupstash() {
+  export BUPSTASH_REPOSITORY=$REPO BUPSTASH_KEY=$TMPD/bupstash.key BUPSTASH_QUERY_CACHE=$TMPD/bupstash.qcache
+  bupstash new-key -o "$BUPSTASH_KEY" # untimed: the key lives outside the repository
+}
+init_bupstash() { CMD=(bupstash init); }
+backup_bupstash() { CMD=(bupstash put --exec name=dump.sql "day=$1" cat); } # cat reads the inherited stdin
+restore_bupstash() { CMD=(bupstash get "day=$1"); }
+
+# One tool-run: every step timed, results appended to $RES; any failure aborts this run only.
+tool_run() {
+  local i size out
+  LOG=$WORK/$TOOL.$RUN.log
+  REPO=$WORK/repo-$TOOL-$RUN
+  TMPD=$WORK/tmp-$TOOL-$RUN
+  mkdir -p "$TMPD"
+  "env_$TOOL" >>"$LOG" 2>&1
+  "init_$TOOL"
+  timed /dev/null /dev/null "${CMD[@]}"
+  rec s.init "$T_S"; rec kb.init "$T_KB"
+  say "   $TOOL init:  $(printf '%6.2f' "$T_S") s  RSS $((T_KB / 1024)) MiB"
+  for i in "${!DAYS[@]}"; do
+    "backup_$TOOL" "$i"
+    timed "${DAYS[$i]}" /dev/null "${CMD[@]}"
+    size=$(du -sb "$REPO" | cut -f1)
+    rec "s.b$i" "$T_S"; rec "kb.b$i" "$T_KB"; rec "size.$i" "$size"
+    say "   $TOOL day $i: $(printf '%6.2f' "$T_S") s  $(printf '%5s' "$(mbps "${BYTES[$i]}" "$T_S")") MB/s  repo $(awk -v s="$size" 'BEGIN { printf "%.1f", s / 1e6 }') MB  RSS $((T_KB / 1024)) MiB"
+  done
+  out=$TMPD/restored
+  [ "$TOOL" = dumpvault ] && [ "$DV_RESTORE" = file ] && out=/dev/null
+  "restore_$TOOL" "$LAST"
+  timed /dev/null "$out" "${CMD[@]}"
+  rec s.restore "$T_S"; rec kb.restore "$T_KB"
+  if ! cmp -s "$TMPD/restored" "${DAYS[$LAST]}"; then
+    say "   FAILED: $TOOL restore of day $LAST is not byte-exact"
+    return 1
+  fi
+  say "   $TOOL restore day $LAST: $(printf '%6.2f' "$T_S") s  $(printf '%5s' "$(mbps "${BYTES[$LAST]}" "$T_S")") MB/s  RSS $((T_KB / 1024)) MiB  (cmp ok)"
+  rec ok 1
+}
+
+# ---------------------------------------------------------------- header
+say "== corpus: $CORPUS  ($NDAYS days: $(for i in "${!DAYS[@]}"; do printf '%s=%s MB ' "$(basename "${DAYS[$i]}")" "$((BYTES[$i] / 1000000))"; done))"
+say "== tools: ${ACTIVE[*]}   runs: $RUNS   work dir: $WORK"
+version() { "$@" 2>/dev/null | grep -o -E -m 1 '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -n 1 || true; }
+VERSIONS="dumpvault $(version "$BIN" --version)"
+command -v restic >/dev/null && VERSIONS+=", restic $(version restic version)"
+command -v borg >/dev/null && VERSIONS+=", borg $(version borg --version)"
+command -v rustic >/dev/null && VERSIONS+=", rustic $(version rustic --version)"
+command -v bupstash >/dev/null && VERSIONS+=", bupstash $(version bupstash version)"
+VERSIONS+=", zstd $(version zstd --version)"
+say "== warming the page cache with the corpus"
+cat "${DAYS[@]}" >/dev/null
+
+# ---------------------------------------------------------------- the runs, interleaved
+FAILED=0
+for RUN in $(seq "$RUNS"); do
+  # zstd floor of day 0, once per run.
+  TOOL=zstd LOG=$WORK/zstd.log
+  timed /dev/null /dev/null zstd -T2 -3 -q -c "${DAYS[0]}"
+  rec s.zstd "$T_S"
+  say "== run $RUN/$RUNS: zstd -T2 -3 day 0: $(printf '%.2f' "$T_S") s ($(mbps "${BYTES[0]}" "$T_S") MB/s)"
+  # rotate the tool order each run
+  n=${#ACTIVE[@]}
+  for k in $(seq 0 $((n - 1))); do
+    TOOL=${ACTIVE[$(((k + RUN - 1) % n))]}
+    say "-- run $RUN/$RUNS: $TOOL"
+    set +e
+    (set -e; tool_run)
+    rc=$?
+    set -e
+    [ "$rc" = 0 ] || { FAILED=1; say "   $TOOL run $RUN failed (log lines above); excluded from the medians"; }
+    rm -rf "$WORK/repo-$TOOL-$RUN" "$WORK/tmp-$TOOL-$RUN"
+  done
+done
+
+# ---------------------------------------------------------------- per-run metrics, medians
+# metric lines: tool metric median nruns
+METRICS=$WORK/metrics.tsv
+awk -v tools="${ACTIVE[*]}" -v runs="$RUNS" -v bytes="${BYTES[*]}" '
+  { v[$1 " " $2 " " $3] = $4 }
+  function med(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  END {
+    nd = split(bytes, B, " "); nt = split(tools, T, " ")
+    for (ti = 1; ti <= nt; ti++) {
+      t = T[ti]; delete L; ok = 0
+      for (r = 1; r <= runs; r++) {
+        k = t " " r " "
+        if (!((k "ok") in v)) continue
+        ok++; z = v["zstd " r " s.zstd"]
+        L["init_mbps"] = L["init_mbps"] " " B[1] / 1e6 / v[k "s.b0"]
+        L["init_vs_zstd"] = L["init_vs_zstd"] " " v[k "s.b0"] / z
+        L["restore_mbps"] = L["restore_mbps"] " " B[nd] / 1e6 / v[k "s.restore"]
+        kb = v[k "kb.init"]; if (v[k "kb.restore"] > kb) kb = v[k "kb.restore"]
+        ib = 0; is = 0
+        for (d = 0; d < nd; d++) {
+          if (v[k "kb.b" d] > kb) kb = v[k "kb.b" d]
+          if (d > 0) { ib += B[d + 1]; is += v[k "s.b" d] }
+        }
+        L["rss_mib"] = L["rss_mib"] " " kb / 1024
+        L["repo0_mb"] = L["repo0_mb"] " " v[k "size.0"] / 1e6
+        if (nd > 1) {
+          L["incr_mbps"] = L["incr_mbps"] " " ib / 1e6 / is
+          L["growth_mb"] = L["growth_mb"] " " (v[k "size." (nd - 1)] - v[k "size.0"]) / (nd - 1) / 1e6
+          L["growth_last_mb"] = L["growth_last_mb"] " " (v[k "size." (nd - 1)] - v[k "size." (nd - 2)]) / 1e6
+        }
+      }
+      for (m in L) printf "%s %s %.6f %d\n", t, m, med(L[m]), ok
+      printf "%s ok - %d\n", t, ok
+    }
+    zl = ""; for (r = 1; r <= runs; r++) if (("zstd " r " s.zstd") in v) zl = zl " " v["zstd " r " s.zstd"]
+    printf "zstd s %.6f %d\n", med(zl), runs
+  }' "$RES" >"$METRICS"
+
+declare -A MED
+while read -r t m val n; do MED[$t.$m]=$val; MED[$t.n]=$n; done <"$METRICS"
+
+# ---------------------------------------------------------------- the table
+# Ratio columns read "> 1 means dumpvault is better" on every row: dumpvault/peer for throughput,
+# peer/dumpvault for RSS, sizes and wall-time ratios.
+ROWS=(
+  "init_mbps|initial backup MB/s (day 0)|up|%.0f"
+  "incr_mbps|incremental MB/s (days 1..$LAST)|up|%.0f"
+  "restore_mbps|restore MB/s (day $LAST)|up|%.0f"
+  "rss_mib|peak RSS MiB (max of all steps)|down|%.0f"
+  "repo0_mb|repo after day 0 MB|down|%.1f"
+  "growth_mb|growth/day MB (mean, days 1..$LAST)|down|%.2f"
+  "growth_last_mb|growth day $((LAST - 1))->$LAST MB|down|%.2f"
+  "init_vs_zstd|initial wall / zstd -T2 -3 wall|down|%.2f"
+)
+label() { case $1 in borg) echo "borg(lz4)" ;; borg-zstd) echo "borg(zstd3)" ;; *) echo "$1" ;; esac; }
+fmt() { if [ -n "${2:-}" ]; then printf "$1" "$2"; else printf -- '-'; fi; }
+W=36
+{
+  echo
+  echo "dumpvault vs peers on $(basename "$CORPUS")/$PATTERN: $NDAYS days, day 0 = $(awk -v b="${BYTES[0]}" 'BEGIN { printf "%.0f", b / 1e6 }') MB, median of $RUNS interleaved run(s)"
+  echo "($VERSIONS; $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
+  echo "compression: dumpvault zstd-3, restic auto (zstd), borg lz4 (default) and zstd,3; MB = 10^6 bytes"
+  echo "ratio columns 'dv / X': > 1 means dumpvault is better (throughput: dv / X; RSS, sizes, wall ratio: X / dv)"
+  echo
+  printf "%-${W}s" metric
+  for t in "${ACTIVE[@]}"; do printf ' %11s' "$(label "$t")"; done
+  for p in "${PEERS[@]}"; do printf ' %14s' "dv / $(label "$p")"; done
+  echo
+  for row in "${ROWS[@]}"; do
+    IFS='|' read -r key name dir f <<<"$row"
+    if [ "$NDAYS" -lt 2 ] && [[ $key == incr_mbps || $key == growth* ]]; then continue; fi
+    [ "$key" = growth_last_mb ] && [ "$NDAYS" -lt 3 ] && continue
+    printf "%-${W}s" "$name $([ "$dir" = up ] && echo '(^)' || echo '(v)')"
+    for t in "${ACTIVE[@]}"; do printf ' %11s' "$(fmt "$f" "${MED[$t.$key]:-}")"; done
+    dv=${MED[dumpvault.$key]:-}
+    for p in "${PEERS[@]}"; do
+      pv=${MED[$p.$key]:-}
+      if [ -n "$dv" ] && [ -n "$pv" ]; then
+        r=$(awk -v d="$dv" -v p="$pv" -v up="$dir" 'BEGIN {
+              num = (up == "up") ? d : p; den = (up == "up") ? p : d
+              if (den <= 0) print "-"; else printf "%.2fx", num / den }')
+      else r=-; fi
+      printf ' %14s' "$r"
+    done
+    echo
+  done
+  echo
+  echo "(^) higher is better, (v) lower is better. zstd -T2 -3 -c day0 >/dev/null (compression floor): $(fmt %.2f "${MED[zstd.s]}") s = $(mbps "${BYTES[0]}" "${MED[zstd.s]}") MB/s."
+  echo "incremental MB/s = bytes of days 1..$LAST / their total wall time; dumpvault restore: $([ "$DV_RESTORE" = file ] && echo '-o FILE (fsynced)' || echo 'stdout > file, like restic dump / borg extract --stdout')."
+  for t in "${ACTIVE[@]}"; do
+    [ "${MED[$t.n]:-0}" = "$RUNS" ] || echo "NOTE: $t succeeded in ${MED[$t.n]:-0} of $RUNS runs (failed runs are excluded)."
+  done
+}
+exit "$FAILED"
