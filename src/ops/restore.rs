@@ -3,7 +3,9 @@
 //!
 //! Leaves are taken in batches; within a batch, blobs that sit next to each other in the same
 //! pack are fetched with one ranged read, reads and decryption run in parallel (rayon), and
-//! output is written in order. Every blob is verified (AEAD and keyed hash) before a byte of it
+//! output is written in order. Batches are pipelined: while the caller's thread hashes and
+//! writes batch N, a worker fetches and opens batch N+1, so the serial part (whole-stream hash,
+//! output) overlaps with the parallel part. At most two batches are in memory at once. Every blob is verified (AEAD and keyed hash) before a byte of it
 //! is written, and the whole-stream BLAKE3 and size are checked at the end. When the output is
 //! a file, the caller writes to a temporary name and renames only after this returns Ok.
 
@@ -94,17 +96,25 @@ fn plan_reads(index: &Index, leaves: &[TreeEntry]) -> Result<Vec<Read>> {
     Ok(reads)
 }
 
-fn fetch_batch(
-    repo: &Repo,
-    index: &Index,
-    pool: &rayon::ThreadPool,
-    leaves: &[TreeEntry],
-    stats: &mut RestoreStats,
-) -> Result<Vec<Vec<u8>>> {
+/// The thread-safe parts of an open repository that fetching needs (the cache is not `Sync`).
+#[derive(Clone, Copy)]
+struct Fetcher<'a> {
+    backend: &'a dyn crate::backend::Backend,
+    key: &'a crate::crypto::MasterKey,
+    index: &'a Index,
+    pool: &'a rayon::ThreadPool,
+}
+
+/// Fetch, open and verify one batch of leaves; returns their plaintexts in order and the
+/// number of ranged reads made.
+fn fetch_batch(f: Fetcher<'_>, leaves: &[TreeEntry]) -> Result<(Vec<Vec<u8>>, u64)> {
+    let Fetcher {
+        backend,
+        key,
+        index,
+        pool,
+    } = f;
     let reads = plan_reads(index, leaves)?;
-    // Only the thread-safe parts of the repository cross into rayon (the cache does not).
-    let (backend, key) = (repo.backend.as_ref(), &repo.key);
-    stats.reads += reads.len() as u64;
     // The pool is sized for the backend's latency: reads from S3 overlap many at a time.
     let opened: Vec<Vec<(usize, Vec<u8>)>> = pool.install(|| {
         reads
@@ -127,7 +137,12 @@ fn fetch_batch(
     for (i, p) in opened.into_iter().flatten() {
         out[i] = p;
     }
-    Ok(out)
+    Ok((out, reads.len() as u64))
+}
+
+fn join_worker<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(Error::Backend("restore worker panicked".into())))
 }
 
 /// Restore stream `stream` of `snap` into `out`, verifying everything.
@@ -163,30 +178,54 @@ pub fn restore(
         .thread_name(|i| format!("restore-{i}"))
         .build()
         .map_err(|e| Error::Backend(format!("restore thread pool: {e}")))?;
-    let mut batch = Vec::with_capacity(BATCH_LEAVES);
-    loop {
-        batch.clear();
-        while batch.len() < BATCH_LEAVES {
-            match walker.next_leaf()? {
-                Some(e) => batch.push(e),
-                None => break,
+    let fetcher = Fetcher {
+        backend: repo.backend.as_ref(),
+        key: &repo.key,
+        index,
+        pool: &pool,
+    };
+    std::thread::scope(|scope| -> Result<()> {
+        // The batch being fetched by the worker while this thread writes the previous one.
+        let mut inflight: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+        loop {
+            // Tree nodes are loaded here, on the caller's thread (they need the cache).
+            let mut batch = Vec::with_capacity(BATCH_LEAVES);
+            while batch.len() < BATCH_LEAVES {
+                match walker.next_leaf()? {
+                    Some(e) => batch.push(e),
+                    None => break,
+                }
+            }
+            if crate::signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
+            let next = (!batch.is_empty()).then(|| {
+                std::thread::Builder::new()
+                    .name("restore-fetch".into())
+                    .spawn_scoped(scope, move || fetch_batch(fetcher, &batch))
+            });
+            let next = match next {
+                Some(h) => Some(h.map_err(|e| Error::io("spawn restore worker", e))?),
+                None => None,
+            };
+            if let Some(h) = inflight.take() {
+                let (plain, reads): (Vec<Vec<u8>>, u64) = join_worker(h)?;
+                stats.reads += reads;
+                for p in plain {
+                    hasher.update(&p);
+                    out.write_all(&p)
+                        .map_err(|e| Error::io("write output", e))?;
+                    stats.bytes_written += p.len() as u64;
+                    stats.chunks += 1;
+                }
+                progress(&stats);
+            }
+            match next {
+                Some(h) => inflight = Some(h),
+                None => return Ok(()),
             }
         }
-        if batch.is_empty() {
-            break;
-        }
-        if crate::signals::interrupted() {
-            return Err(Error::Interrupted);
-        }
-        for p in fetch_batch(repo, index, &pool, &batch, &mut stats)? {
-            hasher.update(&p);
-            out.write_all(&p)
-                .map_err(|e| Error::io("write output", e))?;
-            stats.bytes_written += p.len() as u64;
-            stats.chunks += 1;
-        }
-        progress(&stats);
-    }
+    })?;
     out.flush().map_err(|e| Error::io("write output", e))?;
     let hash = hasher.finalize().to_hex().to_string();
     if stats.bytes_written != s.size || !hash.eq_ignore_ascii_case(&s.blake3) {
