@@ -104,24 +104,50 @@ pub fn get_pack_range(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>> {
-    backend
-        .get_range(ObjectKind::Pack, &pack.to_hex(), offset, len)
-        .map_err(|e| match e {
-            Error::ObjectNotFound { .. } => Error::corrupt(
-                ObjectKind::Pack,
-                pack,
-                "missing: the index refers to a pack that does not exist",
-            ),
-            e => e,
-        })
+    get_range_exact(backend, ObjectKind::Pack, &pack.to_hex(), offset, len).map_err(|e| match e {
+        Error::ObjectNotFound { .. } => Error::corrupt(
+            ObjectKind::Pack,
+            pack,
+            "missing: the index refers to a pack that does not exist",
+        ),
+        e => e,
+    })
 }
 
-/// Names of objects of a kind, parsed as ids; names that are not ids are ignored.
+/// `backend.get_range`, checked to return exactly `len` bytes. The backend contract forbids
+/// short reads, so one means the storage or the transfer misbehaved: a storage error ("could
+/// not check"), not damage to the object, and never a buffer callers would slice past.
+pub fn get_range_exact(
+    backend: &dyn Backend,
+    kind: ObjectKind,
+    name: &str,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>> {
+    let bytes = backend.get_range(kind, name, offset, len)?;
+    if bytes.len() as u64 != len {
+        return Err(Error::Backend(format!(
+            "short read from {kind} {name}: {} of {len} bytes at offset {offset}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The id an object name stands for, if the name is canonical: exactly 64 lowercase hex digits
+/// (rule N2). Anything else (upper case, temp files, strays) is not a dumpvault object.
+pub fn parse_name(name: &str) -> Option<ObjectId> {
+    name.parse::<ObjectId>()
+        .ok()
+        .filter(|id| id.to_hex() == name)
+}
+
+/// Names of objects of a kind, parsed as ids; names that are not canonical ids are ignored.
 pub fn list_ids(backend: &dyn Backend, kind: ObjectKind) -> Result<Vec<ObjectId>> {
     Ok(backend
         .list(kind)?
         .into_iter()
-        .filter_map(|(n, _)| n.parse::<ObjectId>().ok().filter(|id| id.to_hex() == n))
+        .filter_map(|(n, _)| parse_name(&n))
         .collect())
 }
 
@@ -335,8 +361,11 @@ impl Repo {
         let plain = crate::format::snapshot::encode(s);
         let bytes = envelope::seal(&self.key, ObjectKind::Snapshot, &plain);
         let id = ObjectId::of(&bytes);
-        self.backend
-            .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        // The commit point: the signal watchdog must know whether it was reached (X12).
+        crate::signals::commit_started();
+        let stored = self.backend.put(ObjectKind::Snapshot, &id.to_hex(), &bytes);
+        crate::signals::commit_finished(stored.is_ok());
+        stored?;
         Ok(id)
     }
 

@@ -3,8 +3,13 @@
 //! the main thread is stuck in a read that the signal does not interrupt (stdin from a producer
 //! that ignores the signal), a watchdog removes the registered lock and exits after a grace
 //! period. A second signal terminates at once; write order makes that harmless too.
+//!
+//! The watchdog's message must be true: `Repo::write_snapshot` (the commit point) records
+//! when a commit starts and ends (`commit_started`, `commit_finished`), and the watchdog says
+//! "no snapshot was written" only if no commit had started. After a finished commit it does
+//! not exit at all: the operation has succeeded and finishes on its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -12,6 +17,35 @@ use crate::backend::Backend;
 use crate::error::{exit, ObjectKind};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Commit state of this process: nothing yet, a snapshot being written, or written.
+const COMMIT_NONE: u8 = 0;
+const COMMIT_STARTED: u8 = 1;
+const COMMIT_DONE: u8 = 2;
+static COMMIT: AtomicU8 = AtomicU8::new(COMMIT_NONE);
+
+/// A snapshot write (the commit) begins.
+pub fn commit_started() {
+    COMMIT.store(COMMIT_STARTED, Ordering::SeqCst);
+}
+
+/// The snapshot write ended: `ok` if the snapshot is stored, else nothing was committed.
+pub fn commit_finished(ok: bool) {
+    let state = if ok { COMMIT_DONE } else { COMMIT_NONE };
+    COMMIT.store(state, Ordering::SeqCst);
+}
+
+/// What the watchdog says when its grace period ends, for a commit state; `None`: the commit
+/// is done, so it must not exit (the operation succeeded and is finishing).
+fn watchdog_message(commit: u8) -> Option<&'static str> {
+    match commit {
+        COMMIT_NONE => Some("interrupted; no snapshot was written"),
+        COMMIT_STARTED => Some(
+            "interrupted while the snapshot was being written; it may or may not be stored (see `dumpvault snapshots`)",
+        ),
+        _ => None,
+    }
+}
 
 type Cleanup = (Arc<dyn Backend>, String);
 static CLEANUP: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
@@ -51,10 +85,15 @@ fn watch(flag: Arc<AtomicBool>) {
     }
     // Give the main thread time to unwind on its own.
     std::thread::sleep(Duration::from_secs(5));
+    let Some(message) = watchdog_message(COMMIT.load(Ordering::SeqCst)) else {
+        // Committed: the main thread finishes (and releases its lock) by itself; a second
+        // signal still terminates at once.
+        return;
+    };
     for (backend, name) in CLEANUP.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
         let _ = backend.delete(ObjectKind::Lock, &name);
     }
-    eprintln!("dumpvault: interrupted; no snapshot was written");
+    eprintln!("dumpvault: {message}");
     std::process::exit(exit::INTERRUPTED);
 }
 
@@ -76,4 +115,21 @@ pub fn unregister_lock(name: &str) {
 /// Register the producer child so a signal kills it (its output then ends).
 pub fn set_child(pid: Option<u32>) {
     *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = pid;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression for issue X12: after its grace period the watchdog said "no snapshot was
+    /// written" even when the main thread had committed the snapshot meanwhile.
+    #[test]
+    fn x12_watchdog_never_claims_no_snapshot_after_the_commit() {
+        assert!(
+            watchdog_message(COMMIT_NONE).is_some_and(|m| m.contains("no snapshot was written"))
+        );
+        assert!(watchdog_message(COMMIT_STARTED)
+            .is_some_and(|m| !m.contains("no snapshot") && m.contains("may or may not")));
+        assert_eq!(watchdog_message(COMMIT_DONE), None);
+    }
 }

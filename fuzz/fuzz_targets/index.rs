@@ -1,35 +1,8 @@
-//! `format::index::IndexFile::decode` on raw plaintext (what `envelope::open` returns for an
-//! index file), then the decoded file loaded into the in-memory `index::Index`, as
-//! `Repo::index` does. Hostile counts must neither panic nor allocate beyond the input.
-//!
-//! Oracles: the layout is canonical (decode → encode gives back the input); every entry lies
-//! inside its pack's stated length; every entry is findable in the loaded index.
+//! cargo-fuzz entry point of the `index` target. The body, and its documentation, is
+//! `fuzz/targets/index.rs`, shared with the stable replay test `tests/integration/fuzz_replay.rs`.
 #![no_main]
 
-use dumpvault::format::index::IndexFile;
-use dumpvault::id::ObjectId;
-use dumpvault::index::Index;
-use libfuzzer_sys::fuzz_target;
+#[path = "../targets/index.rs"]
+mod body;
 
-fuzz_target!(|data: &[u8]| {
-    let id = ObjectId([0; 32]);
-    let Ok(file) = IndexFile::decode(&id, data) else {
-        return;
-    };
-    assert_eq!(
-        file.encode(),
-        data,
-        "decode accepted a non-canonical index file"
-    );
-    let mut index = Index::default();
-    index.add_file(&file);
-    for p in &file.packs {
-        for e in &p.entries {
-            assert!(
-                e.end() <= p.len,
-                "entry beyond its pack's length was accepted"
-            );
-            assert!(index.get(&e.id).is_some());
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

@@ -134,8 +134,33 @@ def main():
 
     text = b"INSERT INTO orders VALUES (1, 'sku-000001', 3, 19.99);\n" * 4
     write("restore_blob", "raw-content", b"\x01" + entry(0, 0, len(text), 0, len(text) + 40, b"\x00" * 32) + text)
-    write("restore_blob", "round-trip", b"\x02" + entry(0, 1, 0, 0, 40, b"\x00" * 32) + text)
+    write("restore_blob", "round-trip", b"\x02" + entry(0, 0, 0, 0, 40, b"\x00" * 32) + text)
     write("restore_blob", "sealed-junk", b"\x00" + entry(0, 0, 16, 0, 56, b"\x00" * 32) + b"\x42" * 56)
+
+    # model: 4 bytes per step, `op ‖ arg ‖ fault ‖ nth` (fuzz/targets/model.rs, `decode`).
+    # op % 4: 0, 1 backup of variant `arg`; 2 forget keep-last 1 + arg % 3; 3 prune (arg & 1:
+    # repack everything). fault & 1: inject; op (fault >> 1) % 6 of put, get, get_range, list,
+    # size, delete; kind (fault >> 4) % 3 of fail, flip bit, short read; on call 1 + nth % 16.
+    def step(op, arg, fault=None):
+        if fault is None:
+            return bytes([op, arg, 0, 0])
+        call, kind, nth = fault
+        return bytes([op, arg, 1 | (call << 1) | (kind << 4), nth])
+    PUT, GET, RANGE, LIST, SIZE, DELETE = range(6)
+    FAIL, FLIP, SHORT = range(3)
+    plain = [step(0, 0), step(0, 1), step(0, 4), step(2, 0), step(3, 1), step(0, 2)]
+    write("model", "backup-forget-prune", b"".join(plain))
+    write("model", "put-fails-mid-backup", b"".join([step(0, 0), step(0, 5, (PUT, FAIL, 2)), step(3, 0)]))
+    write("model", "prune-faults", b"".join([
+        step(0, 0), step(0, 4), step(0, 8), step(2, 0),
+        step(3, 1, (DELETE, FAIL, 1)), step(0, 1), step(3, 1, (GET, FLIP, 0)), step(3, 1),
+    ]))
+    write("model", "forget-delete-fails", b"".join([
+        step(0, 0), step(0, 2), step(0, 6), step(2, 0, (DELETE, FAIL, 1)), step(3, 0),
+    ]))
+    write("model", "restore-reads", b"".join([
+        step(0, 3), step(3, 1, (RANGE, SHORT, 0)), step(0, 7, (LIST, FAIL, 1)), step(3, 1, (SIZE, FAIL, 0)),
+    ]))
 
 
 if __name__ == "__main__":

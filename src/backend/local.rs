@@ -37,7 +37,9 @@ fn check_name(kind: ObjectKind, name: &str) -> Result<()> {
     let ok = if kind == ObjectKind::Config {
         name == "config"
     } else {
-        name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        // Lowercase only (rule N2): an upper-case spelling would be a second name for the
+        // same object on case-sensitive file systems.
+        name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
     if ok {
         Ok(())

@@ -9,6 +9,7 @@
 //! - `get_range` of a range past the end is an error, not a short read.
 
 pub mod counting;
+pub mod fault;
 pub mod local;
 pub mod memory;
 #[cfg(feature = "s3")]

@@ -63,6 +63,13 @@ pub fn open_bound(
     if &h[..4] != MAGIC {
         return Err(Error::corrupt(kind, id, "bad magic"));
     }
+    if h[5] == 0 {
+        return Err(Error::corrupt(
+            kind,
+            id,
+            "envelope version 0 is never valid",
+        ));
+    }
     if h[5] > VERSION {
         return Err(Error::UnsupportedVersion {
             found: h[5] as u32,
@@ -95,5 +102,24 @@ mod tests {
         forged[4] = 2; // claim it is a snapshot
         assert!(open(&k, ObjectKind::Snapshot, &id, &forged).is_err());
         assert!(open(&k, ObjectKind::Index, &id, &b[..b.len() - 3]).is_err());
+    }
+
+    /// Regression for issue X7: version 0 was reported as "names another object kind".
+    #[test]
+    fn x7_version_zero_is_damage() {
+        let k = MasterKey::generate();
+        let mut b = seal(&k, ObjectKind::Snapshot, b"x");
+        b[5] = 0;
+        let e = open(&k, ObjectKind::Snapshot, &ObjectId::of(&b), &b).unwrap_err();
+        assert!(
+            e.is_corruption() && e.to_string().contains("version 0"),
+            "{e}"
+        );
+        b[5] = 2;
+        let e = open(&k, ObjectKind::Snapshot, &ObjectId::of(&b), &b).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsupportedVersion { found: 2, .. }),
+            "{e}"
+        );
     }
 }

@@ -15,11 +15,11 @@
 //! `fsck --no-key` report packs an index refers to that are missing, without any key. It
 //! reveals nothing a listing of `data/` does not already show.
 
-use crate::crypto::MasterKey;
+use crate::crypto::{MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, ObjectKind, Result};
 use crate::format::bytes::Reader;
 use crate::format::envelope;
-use crate::format::pack::{BlobEntry, ENTRY_LEN};
+use crate::format::pack::{BlobEntry, ENTRY_LEN, MAX_PACK_LEN, TRAILER_LEN};
 use crate::id::{ObjectId, PackId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +146,7 @@ impl IndexFile {
             return Err(short());
         }
         let mut packs = Vec::with_capacity(np);
+        let mut seen = std::collections::HashSet::with_capacity(np);
         for _ in 0..np {
             let pid = ObjectId(r.array().ok_or_else(short)?);
             let len = r.u64().ok_or_else(short)?;
@@ -153,12 +154,28 @@ impl IndexFile {
             if !r.has_items(ne, ENTRY_LEN) {
                 return Err(short());
             }
+            // Rule I6: one record per pack, a length a pack can have, and entries laid out
+            // as in a pack header (P11): increasing, not overlapping, before the smallest
+            // header (the seal overhead and the count) and the trailer.
+            if !seen.insert(pid) {
+                return Err(bad(&format!("pack {pid} listed twice")));
+            }
+            if len > MAX_PACK_LEN {
+                return Err(bad(&format!(
+                    "pack {pid}: length {len} exceeds the maximum"
+                )));
+            }
+            let blob_area = len.saturating_sub((TRAILER_LEN + SEAL_OVERHEAD + 4) as u64);
             let mut entries = Vec::with_capacity(ne);
+            let mut next = 0u64;
             for _ in 0..ne {
                 let e = BlobEntry::decode(&mut r).map_err(|d| bad(&format!("pack {pid}: {d}")))?;
-                if e.end() > len {
-                    return Err(bad(&format!("pack {pid}: entry beyond the pack's length")));
+                if (e.offset as u64) < next || e.end() > blob_area {
+                    return Err(bad(&format!(
+                        "pack {pid}: entry outside the blob area or overlapping"
+                    )));
                 }
+                next = e.end();
                 entries.push(e);
             }
             packs.push(IndexPack {
@@ -228,5 +245,39 @@ mod tests {
         }
         // A hostile count must not allocate: claims 2^32-1 superseded ids in 8 bytes.
         assert!(IndexFile::decode(&id, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).is_err());
+    }
+
+    /// Regression for issue X2: index records were not checked like pack headers (order,
+    /// overlap, room for the header), nor for duplicate packs or impossible lengths.
+    #[test]
+    fn x2_rejects_disordered_duplicate_and_oversized_records() {
+        let e = |offset, stored_len| BlobEntry {
+            kind: BlobKind::Data,
+            compression: Compression::None,
+            raw_len: stored_len - 40,
+            offset,
+            stored_len,
+            id: ChunkId([3; 32]),
+        };
+        let pack = |id: u8, len, entries| IndexPack {
+            id: ObjectId([id; 32]),
+            len,
+            entries,
+        };
+        let decode = |packs| {
+            let b = IndexFile {
+                superseded: vec![],
+                packs,
+            }
+            .encode();
+            IndexFile::decode(&ObjectId::of(&b), &b)
+        };
+        assert!(decode(vec![pack(1, 1000, vec![e(0, 100), e(100, 100)])]).is_ok());
+        // Overlapping, out of order, inside the header's room, duplicated, too long.
+        assert!(decode(vec![pack(1, 1000, vec![e(0, 100), e(50, 100)])]).is_err());
+        assert!(decode(vec![pack(1, 1000, vec![e(100, 100), e(0, 100)])]).is_err());
+        assert!(decode(vec![pack(1, 1000, vec![e(0, 960)])]).is_err());
+        assert!(decode(vec![pack(1, 1000, vec![]), pack(1, 1000, vec![])]).is_err());
+        assert!(decode(vec![pack(1, 1 << 32, vec![])]).is_err());
     }
 }

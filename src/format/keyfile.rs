@@ -96,6 +96,9 @@ impl KeyFile {
             return Err(bad("bad magic"));
         }
         let version = r.u32().ok_or_else(|| bad("truncated"))?;
+        if version == 0 {
+            return Err(bad("key file version 0 is never valid"));
+        }
         if version != VERSION {
             return Err(Error::UnsupportedVersion {
                 found: version,
@@ -180,5 +183,26 @@ mod tests {
         b[44..48].copy_from_slice(&1024u32.to_le_bytes());
         let k = KeyFile::decode(&ObjectId::of(&b), &b).unwrap();
         assert!(matches!(k.unwrap(b"pw"), Err(Error::WeakKeyParameters(_))));
+    }
+
+    /// Regression for issue X7: version 0 was reported as "newer than this dumpvault".
+    #[test]
+    fn x7_version_zero_is_damage() {
+        let m = MasterKey::generate();
+        let mut b = KeyFile::create(&m, [3; 32], b"pw", KdfParams::FLOOR, "", 5)
+            .unwrap()
+            .encode();
+        b[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let e = KeyFile::decode(&ObjectId::of(&b), &b).unwrap_err();
+        assert!(
+            e.is_corruption() && e.to_string().contains("version 0"),
+            "{e}"
+        );
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let e = KeyFile::decode(&ObjectId::of(&b), &b).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsupportedVersion { found: 2, .. }),
+            "{e}"
+        );
     }
 }

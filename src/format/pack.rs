@@ -121,6 +121,12 @@ impl BlobEntry {
         {
             return Err("uncompressed blob with inconsistent lengths".into());
         }
+        // Writers compress only when it makes the blob smaller (rule P10).
+        if compression == Compression::Zstd
+            && stored_len as usize >= raw_len as usize + SEAL_OVERHEAD
+        {
+            return Err("compressed blob not smaller than its plaintext".into());
+        }
         Ok(BlobEntry {
             kind,
             compression,
@@ -170,6 +176,9 @@ pub fn parse_trailer(id: &PackId, pack_len: u64, trailer: &[u8]) -> Result<(u64,
     if &trailer[4..7] != TRAILER_MAGIC {
         return Err(bad("bad trailer magic (truncated or not a pack)"));
     }
+    if trailer[7] == 0 {
+        return Err(bad("pack trailer version 0 is never valid"));
+    }
     if trailer[7] != VERSION {
         return Err(Error::UnsupportedVersion {
             found: trailer[7] as u32,
@@ -214,4 +223,56 @@ pub fn decode_header(
         entries.push(e);
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(compression: Compression, raw_len: u32, stored_len: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        BlobEntry {
+            kind: BlobKind::Data,
+            compression,
+            raw_len,
+            offset: 0,
+            stored_len,
+            id: ChunkId([1; 32]),
+        }
+        .encode_into(&mut b);
+        b
+    }
+
+    /// Regression for issue X3: a zstd blob at least as long as its plaintext (which no writer
+    /// makes) was accepted.
+    #[test]
+    fn x3_compressed_blob_not_smaller_than_its_plaintext_is_rejected() {
+        let ok = entry(Compression::Zstd, 1000, 1039);
+        assert!(BlobEntry::decode(&mut Reader::new(&ok)).is_ok());
+        for stored in [1040, 5000] {
+            let bad = entry(Compression::Zstd, 1000, stored);
+            assert!(
+                BlobEntry::decode(&mut Reader::new(&bad)).is_err(),
+                "{stored}"
+            );
+        }
+    }
+
+    /// Regression for issue X7: trailer version 0 was reported as "newer than supported".
+    #[test]
+    fn x7_trailer_version_zero_is_damage() {
+        let id = crate::id::ObjectId([0; 32]);
+        let mut t = [100, 0, 0, 0, b'D', b'V', b'P', 0];
+        let e = parse_trailer(&id, 200, &t).unwrap_err();
+        assert!(
+            e.is_corruption() && e.to_string().contains("version 0"),
+            "{e}"
+        );
+        t[7] = 2;
+        let e = parse_trailer(&id, 200, &t).unwrap_err();
+        assert!(
+            matches!(e, Error::UnsupportedVersion { found: 2, .. }),
+            "{e}"
+        );
+    }
 }

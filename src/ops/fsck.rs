@@ -497,11 +497,11 @@ fn check_keys(backend: &dyn Backend, r: &mut FsckReport) -> Result<()> {
 fn list_packs(backend: &dyn Backend, r: &mut FsckReport) -> Result<HashMap<PackId, u64>> {
     let mut out = HashMap::new();
     for (name, size) in backend.list(ObjectKind::Pack)? {
-        match name.parse::<ObjectId>() {
-            Ok(id) => {
+        match crate::repo::parse_name(&name) {
+            Some(id) => {
                 out.insert(id, size);
             }
-            Err(_) => {
+            None => {
                 r.add(
                     Severity::Warning,
                     "object",

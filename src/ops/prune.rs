@@ -104,7 +104,7 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     let listed: HashMap<PackId, u64> = backend
         .list(ObjectKind::Pack)?
         .into_iter()
-        .filter_map(|(n, s)| n.parse().ok().map(|id| (id, s)))
+        .filter_map(|(n, s)| crate::repo::parse_name(&n).map(|id| (id, s)))
         .collect();
     let old_index = list_ids(backend, ObjectKind::Index)?;
     let mut index = Index::default();
@@ -219,6 +219,9 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
 /// Carry out a plan. The caller holds the exclusive lock taken before planning.
 pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<ObjectId>)> {
     let backend = std::sync::Arc::clone(&repo.backend);
+    // The stored index changes from here on: drop the loaded copy first, so that a failure
+    // part-way cannot leave this `Repo` deduplicating against packs it has deleted.
+    repo.index = None;
     // 1. Repack: copy the sealed blobs as they are (the AEAD binds kind and chunk ID, not the
     //    pack), after verifying each one so damage is never propagated.
     let mut new_packs: Vec<IndexPack> = Vec::new();

@@ -67,7 +67,7 @@ pub fn repair_index(
                     reason: e.to_string(),
                 }))
             };
-            let Ok(id) = name.parse::<ObjectId>() else {
+            let Some(id) = crate::repo::parse_name(name) else {
                 return Ok(Err(SkippedPack {
                     id: name.clone(),
                     reason: "not a pack name".into(),
@@ -75,7 +75,7 @@ pub fn repair_index(
             };
             if !verify_blobs {
                 let entries = crate::pack::read_header(key, &id, *len, |o, l| {
-                    backend.get_range(ObjectKind::Pack, name, o, l)
+                    crate::repo::get_range_exact(backend, ObjectKind::Pack, name, o, l)
                 });
                 let entries = match entries {
                     Ok(e) => e,
