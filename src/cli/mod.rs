@@ -2,6 +2,7 @@
 //! `ops`, prints results (stdout for data and `--json`, stderr for messages), and maps errors to
 //! the exit codes documented in the README (see `error::exit`).
 
+mod drill;
 mod password;
 mod progress;
 
@@ -11,13 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::backend::{self, Backend};
 use crate::crypto::KdfParams;
 use crate::error::{exit, Error, Result};
-use crate::ops::backup::{self, BackupOptions, BackupStats};
+use crate::ops::backup::{self, BackupOptions, BackupStats, OpenedStream, StreamInput};
 use crate::ops::restore::{self, RestoreStats};
 use crate::repo::{InitOptions, OpenOptions, Repo};
 use crate::snapshot::{parse_tag, Filter, Snapshot, SnapshotEntry, Source};
@@ -55,6 +56,10 @@ pub struct Cli {
     /// with exit 5: `30s`, `10m`, `2h`.
     #[arg(long, global = true, value_parser = parse_wait, default_value = "0s")]
     lock_wait: std::time::Duration,
+    /// After backup, verify, fsck, forget and prune, write Prometheus metrics for
+    /// node_exporter's textfile collector to this file (atomically; name it `*.prom`).
+    #[arg(long, env = "DUMPVAULT_METRICS_FILE", global = true)]
+    metrics_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -88,6 +93,12 @@ enum Cmd {
     /// Delete data no snapshot needs: unreferenced packs are deleted, mostly-unused packs
     /// repacked.
     Prune(PruneArgs),
+    /// Copy snapshots (selected by ids, `latest` and filters) to another repository; only the
+    /// chunks the target lacks are stored, and snapshots already there are skipped.
+    Copy(CopyArgs),
+    /// Restore drill: stream a snapshot, verified, into a command (`-- CMD ARGS…`) and record
+    /// the verdict in the repository. Exit 0 passed, 7 snapshot damaged, 11 command rejected it.
+    Verify(drill::VerifyArgs),
     /// Remove stale locks (from killed processes); `--all` removes every lock.
     Unlock {
         #[arg(long)]
@@ -183,9 +194,73 @@ struct BackupArgs {
     /// Store an empty stream instead of refusing it.
     #[arg(long)]
     allow_empty: bool,
+    /// Store a dump that is evidently cut short (plain pg_dump/pg_dumpall without its
+    /// "dump complete" trailer, Redis RDB without EOF or with a bad CRC-64) instead of
+    /// refusing it with exit 6.
+    #[arg(long)]
+    allow_truncated: bool,
+    /// Do not re-open each pack before uploading it (verification is on by default; this is
+    /// for measuring its cost).
+    #[arg(long, env = "DUMPVAULT_NO_VERIFY_PACKS")]
+    no_verify_packs: bool,
+    /// A named stream from a file, a fifo, or `-` for stdin: `NAME=PATH` (repeatable).
+    /// Several streams make one atomic snapshot; needs --name.
+    #[arg(long = "stream", value_name = "NAME=PATH", value_parser = parse_named)]
+    streams: Vec<(String, String)>,
+    /// A named stream from a shell command run with `sh -c`: `NAME=COMMAND` (repeatable).
+    /// Fails closed like `-- CMD`: non-zero exit, a signal or no output commits nothing.
+    #[arg(long = "stream-cmd", value_name = "NAME=COMMAND", value_parser = parse_named)]
+    stream_cmds: Vec<(String, String)>,
+    /// `--stream` and `--stream-cmd` in command-line order (filled after parsing).
+    #[arg(skip)]
+    stream_order: Vec<NamedStream>,
     /// Producer command and arguments, after `--`.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+/// One `--stream` or `--stream-cmd`.
+#[derive(Debug, Clone)]
+enum NamedStream {
+    Path(String, String),
+    Cmd(String, String),
+}
+
+impl BackupArgs {
+    /// Put `--stream` and `--stream-cmd` in the order they were given: that is the order of
+    /// the snapshot's streams (clap keeps each flag's values, but not their interleaving).
+    fn order_streams(&mut self, m: &clap::ArgMatches) {
+        let idx = |id: &str| -> Vec<usize> {
+            m.indices_of(id).map(|i| i.collect()).unwrap_or_default()
+        };
+        let mut all: Vec<(usize, NamedStream)> = Vec::new();
+        for (i, (n, p)) in idx("streams").into_iter().zip(&self.streams) {
+            all.push((i, NamedStream::Path(n.clone(), p.clone())));
+        }
+        for (i, (n, c)) in idx("stream_cmds").into_iter().zip(&self.stream_cmds) {
+            all.push((i, NamedStream::Cmd(n.clone(), c.clone())));
+        }
+        all.sort_by_key(|(i, _)| *i);
+        self.stream_order = all.into_iter().map(|(_, s)| s).collect();
+    }
+}
+
+#[derive(Args, Debug)]
+struct CopyArgs {
+    /// Snapshot ids (or unique prefixes) or `latest`; none: every snapshot matching the filters.
+    snapshots: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// Target repository (a directory or an s3:// location).
+    #[arg(long, env = "DUMPVAULT_TO_REPO")]
+    to: String,
+    /// Read the target's password from this file (its first line). DUMPVAULT_TO_PASSWORD takes
+    /// precedence.
+    #[arg(long, env = "DUMPVAULT_TO_PASSWORD_FILE")]
+    to_password_file: Option<PathBuf>,
+    /// Run this shell command and use its output as the target's password.
+    #[arg(long, env = "DUMPVAULT_TO_PASSWORD_COMMAND")]
+    to_password_command: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -369,6 +444,14 @@ fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(n * mult))
 }
 
+/// Parse `NAME=VALUE` for `--stream` and `--stream-cmd`.
+fn parse_named(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
     let v: f64 = s
         .trim()
@@ -400,7 +483,14 @@ fn parse_time(s: &str) -> std::result::Result<DateTime<Utc>, String> {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        if let (Cmd::Backup(a), Some(("backup", sub))) = (&mut cli.command, m.subcommand()) {
+            a.order_streams(sub);
+        }
+        Ok(cli)
+    });
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -481,6 +571,36 @@ impl Ctx<'_> {
         )
     }
 
+    /// The `copy` target: its own location and password sources (`DUMPVAULT_TO_PASSWORD`,
+    /// `--to-password-file`, `--to-password-command`, then a prompt), the same cache rules.
+    fn open_target(&self, a: &CopyArgs) -> Result<Repo> {
+        let backend: Arc<dyn Backend> = Arc::from(backend::open(&a.to)?);
+        crate::repo::read_config(backend.as_ref())?;
+        let pw = password::get(&password::Sources {
+            env_var: "DUMPVAULT_TO_PASSWORD",
+            file: a.to_password_file.as_deref(),
+            command: a.to_password_command.as_deref(),
+            prompt: "Target repository password: ",
+            confirm: false,
+        })?;
+        let cache_dir = if self.cli.no_cache {
+            None
+        } else {
+            self.cli
+                .cache_dir
+                .clone()
+                .or_else(crate::cache::default_dir)
+        };
+        Repo::open(
+            backend,
+            pw.as_bytes(),
+            &OpenOptions {
+                cache_dir,
+                lock_wait: self.cli.lock_wait,
+            },
+        )
+    }
+
     fn say(&self, msg: impl AsRef<str>) {
         if !self.cli.quiet {
             eprintln!("{}", msg.as_ref());
@@ -509,6 +629,8 @@ fn run(cli: &Cli) -> Result<()> {
             prune_run(&ctx, &mut repo, a.max_unused, a.dry_run)
         }
         Cmd::Repair(r) => repair_cmd(&ctx, r),
+        Cmd::Copy(a) => copy_cmd(&ctx, a),
+        Cmd::Verify(a) => drill::verify_cmd(&ctx, a),
         Cmd::Stats => {
             let mut repo = ctx.open()?;
             let s = crate::ops::stats::stats(&mut repo)?;
@@ -648,67 +770,182 @@ impl Drop for Producer {
     }
 }
 
+/// A stream read from a file or fifo, opened only when its turn comes (a fifo's writer may be
+/// waiting for the previous stream to finish).
+fn file_input<'a>(name: String, path: String, bar: &'a Progress) -> StreamInput<'a> {
+    StreamInput {
+        name,
+        open: Box::new(move || {
+            let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("open {path}"), e))?;
+            let f = bar.reader(f);
+            let abs = std::fs::canonicalize(&path)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| path.clone());
+            Ok(OpenedStream {
+                reader: Box::new(f),
+                finish: Box::new(move || Ok(Source::File { path: abs })),
+            })
+        }),
+    }
+}
+
+/// A stream produced by a command, started only when its turn comes and judged (exit 0, no
+/// signal) before the next one starts.
+fn command_input<'a>(name: String, argv: Vec<String>, bar: &'a Progress) -> StreamInput<'a> {
+    StreamInput {
+        name,
+        open: Box::new(move || {
+            let (mut producer, out) = Producer::spawn(&argv)?;
+            Ok(OpenedStream {
+                reader: bar.reader(out),
+                finish: Box::new(move || producer.finish()),
+            })
+        }),
+    }
+}
+
 fn backup_cmd(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
     let stdin_src = a.source.as_deref().is_none_or(|s| s == "-");
+    let named = !a.stream_order.is_empty();
+    if named && (a.source.is_some() || !a.command.is_empty()) {
+        return Err(Error::InvalidInput(
+            "--stream/--stream-cmd replace the source argument and `-- COMMAND`: use one form"
+                .into(),
+        ));
+    }
     if !a.command.is_empty() && !stdin_src {
         return Err(Error::InvalidInput(
             "give either a source file or `-- COMMAND`, not both".into(),
         ));
     }
+    let stream_name = |s: &NamedStream| match s {
+        NamedStream::Path(n, _) | NamedStream::Cmd(n, _) => n.clone(),
+    };
+    if named {
+        if a.name.is_none() {
+            return Err(Error::InvalidInput(
+                "--stream and --stream-cmd need --name (the series name)".into(),
+            ));
+        }
+        let names: Vec<String> = a.stream_order.iter().map(stream_name).collect();
+        backup::validate_stream_names(names.iter().map(String::as_str))?;
+        let stdins = a
+            .stream_order
+            .iter()
+            .filter(|s| matches!(s, NamedStream::Path(_, p) if p == "-"))
+            .count();
+        if stdins > 1 {
+            return Err(Error::InvalidInput(
+                "only one --stream can read stdin (`-`)".into(),
+            ));
+        }
+    }
     let mut repo = ctx.open()?;
     let host = a.host.clone().unwrap_or_else(crate::lock::hostname);
-    let mk_opts = |default_name: &str, stream: &str| BackupOptions {
-        name: a.name.clone().unwrap_or_else(|| default_name.to_string()),
-        tags: a.tags.clone(),
-        host: host.clone(),
-        time: a.time,
-        stream_name: stream.to_string(),
-        allow_empty: a.allow_empty,
+    // The streams, the default series name, and the total size when every input is a
+    // regular file (for the progress bar's ETA).
+    let file_len = |p: &str| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     };
-    let bar = Progress::new(ctx.cli.quiet, None, "backup");
-    let report = |s: &BackupStats| {
-        bar.update(s.bytes_read, || format!("new {}", human(s.new_bytes)));
+    let total = if named {
+        a.stream_order.iter().try_fold(0u64, |t, s| match s {
+            NamedStream::Path(_, p) if p != "-" => file_len(p).map(|l| t + l),
+            _ => None,
+        })
+    } else if a.command.is_empty() && !stdin_src {
+        a.source.as_deref().and_then(file_len)
+    } else {
+        None
     };
-    let result = if !a.command.is_empty() {
+    // The bar exists before the inputs: they move it as bytes arrive.
+    let bar = Progress::new(ctx.cli.quiet, total, "backup");
+    let (inputs, default_name): (Vec<StreamInput<'_>>, String) = if named {
+        let mut inputs = Vec::new();
+        for s in &a.stream_order {
+            match s {
+                NamedStream::Path(n, p) if p == "-" => {
+                    inputs.push(StreamInput::ready(
+                        n.clone(),
+                        bar.reader(std::io::stdin().lock()),
+                        || Ok(Source::Stdin),
+                    ));
+                }
+                NamedStream::Path(n, p) => inputs.push(file_input(n.clone(), p.clone(), &bar)),
+                NamedStream::Cmd(n, c) => {
+                    let argv = vec!["sh".to_string(), "-c".to_string(), c.clone()];
+                    inputs.push(command_input(n.clone(), argv, &bar));
+                }
+            }
+        }
+        (inputs, String::new())
+    } else if !a.command.is_empty() {
         let prog = Path::new(&a.command[0])
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| a.command[0].clone());
-        let (mut producer, out) = Producer::spawn(&a.command)?;
-        let opts = mk_opts(&prog, &prog);
-        backup::backup(&mut repo, out, &opts, || producer.finish(), report)
+        let input = command_input(prog.clone(), a.command.clone(), &bar);
+        (vec![input], prog)
     } else if stdin_src {
-        let opts = mk_opts("stdin", "stdin");
-        let stdin = std::io::stdin();
-        backup::backup(&mut repo, stdin.lock(), &opts, || Ok(Source::Stdin), report)
+        let stdin = bar.reader(std::io::stdin().lock());
+        let input = StreamInput::ready("stdin", stdin, || Ok(Source::Stdin));
+        (vec![input], "stdin".to_string())
     } else {
         let path = a.source.as_deref().expect("not stdin");
-        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("open {path}"), e))?;
         let base = Path::new(path)
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.to_string());
-        let opts = mk_opts(&base, &base);
-        let abs = std::fs::canonicalize(path)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| path.to_string());
-        backup::backup(
-            &mut repo,
-            f,
-            &opts,
-            || Ok(Source::File { path: abs }),
-            report,
-        )
+        let input = file_input(base.clone(), path.to_string(), &bar);
+        (vec![input], base)
     };
+    let opts = BackupOptions {
+        name: a.name.clone().unwrap_or(default_name),
+        tags: a.tags.clone(),
+        host,
+        time: a.time,
+        stream_name: String::new(),
+        allow_empty: a.allow_empty,
+        skip_pack_verification: a.no_verify_packs,
+        allow_truncated: a.allow_truncated,
+    };
+    let several = inputs.len() > 1;
+    let report = |s: &BackupStats| {
+        bar.message(|| {
+            let mut m = format!("new {}", human(s.new_bytes));
+            if several {
+                m += &format!(" [{}]", s.current_stream);
+            }
+            m
+        });
+    };
+    let result = backup::backup_streams(&mut repo, inputs, &opts, report);
     bar.finish();
+    drill::write_metrics(ctx, &mut repo);
     let r = result?;
+    for st in &r.snapshot.streams {
+        if let Some(d) = st.dump.as_ref().filter(|d| d.compressed()) {
+            eprintln!(
+                "dumpvault: warning: stream {:?} is a pg_dump custom-format archive compressed with {}: every run's bytes differ, so it barely deduplicates; dump with -Z0 (dumpvault compresses what it stores)",
+                st.name,
+                d.compression.as_deref().unwrap_or("?")
+            );
+        }
+    }
     if ctx.cli.json {
         return print_json(&r);
     }
     let st = &r.stats;
     let secs = r.snapshot.duration_ms as f64 / 1000.0;
+    let streams = if r.snapshot.streams.len() > 1 {
+        format!(" ({} streams)", r.snapshot.streams.len())
+    } else {
+        String::new()
+    };
     ctx.say(format!(
-        "snapshot {} saved: {} read, {} new in {} chunks of {} ({} packs), {:.1}s, {}/s",
+        "snapshot {}{streams} saved: {} read, {} new in {} chunks of {} ({} packs), {:.1}s, {}/s",
         r.snapshot_id.short(),
         human(st.bytes_read),
         human(st.new_bytes),
@@ -728,6 +965,8 @@ struct SnapshotJson<'a> {
     id: String,
     #[serde(flatten)]
     snapshot: &'a Snapshot,
+    /// The newest restore drill of this snapshot (`verify`), or null.
+    last_verification: serde_json::Value,
 }
 
 fn snapshots(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
@@ -738,12 +977,14 @@ fn snapshots(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
         .into_iter()
         .filter(|s| filter.matches(&s.snapshot))
         .collect();
+    let drills = drill::last_verifications(&repo)?;
     if ctx.cli.json {
         let v: Vec<_> = list
             .iter()
             .map(|s| SnapshotJson {
                 id: s.id.to_hex(),
                 snapshot: &s.snapshot,
+                last_verification: drill::verified_json(drills.get(&s.id)),
             })
             .collect();
         return print_json(&v);
@@ -755,8 +996,8 @@ fn snapshots(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
     w(
         &mut out,
         format!(
-            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:>10}  tags",
-            "id", "time (UTC)", "name", "host", "size", "new"
+            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:>10}  {:<23}  tags",
+            "id", "time (UTC)", "name", "host", "size", "new", "verified"
         ),
     )?;
     for s in &list {
@@ -766,16 +1007,27 @@ fn snapshots(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
         w(
             &mut out,
             format!(
-                "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:>10}  {}",
+                "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:>10}  {:<23}  {}",
                 s.id.short(),
                 sn.time.format("%Y-%m-%d %H:%M:%S"),
                 sn.name,
                 sn.host,
                 human(sn.total_size()),
                 human(new),
+                drill::verified_cell(drills.get(&s.id)),
                 tags.join(",")
             ),
         )?;
+        // Multi-stream snapshots list their streams on the next line (single-stream rows
+        // stay as they were, for scripts that read them).
+        if sn.streams.len() > 1 {
+            let names: Vec<String> = sn
+                .streams
+                .iter()
+                .map(|x| format!("{} ({})", x.name, human(x.size)))
+                .collect();
+            w(&mut out, format!("          streams: {}", names.join(", ")))?;
+        }
     }
     Ok(())
 }
@@ -788,7 +1040,13 @@ fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
     }
     let mut repo = ctx.open()?;
     let snap = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
-    let total = snap.snapshot.total_size();
+    // Which stream: --stream, or the first. The bar's total is that stream's size.
+    let chosen = match &a.stream {
+        Some(n) => snap.snapshot.streams.iter().find(|s| &s.name == n),
+        None => snap.snapshot.streams.first(),
+    };
+    let total = chosen.map(|s| s.size).unwrap_or(0);
+    let stream_name = chosen.map(|s| s.name.clone());
     let bar = Progress::new(ctx.cli.quiet, Some(total), "restore");
     let report = |s: &RestoreStats| bar.update(s.bytes_written, String::new);
     let stats = match &a.output {
@@ -804,7 +1062,8 @@ fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
     let stats = stats?;
     if ctx.cli.json && a.output.is_some() {
         return print_json(&serde_json::json!({
-            "snapshot": snap.id, "bytes": stats.bytes_written, "chunks": stats.chunks,
+            "snapshot": snap.id, "stream": stream_name, "bytes": stats.bytes_written,
+            "chunks": stats.chunks,
             "reads": stats.reads, "verified": true, "requests": repo.requests(),
         }));
     }
@@ -813,6 +1072,67 @@ fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
         snap.id.short(),
         human(stats.bytes_written),
         stats.chunks
+    ));
+    Ok(())
+}
+
+fn copy_cmd(ctx: &Ctx<'_>, a: &CopyArgs) -> Result<()> {
+    use crate::ops::copy::{self, CopyProgress};
+    let mut src = ctx.open()?;
+    let mut dst = ctx.open_target(a)?;
+    if src.config.repo_id == dst.config.repo_id {
+        return Err(Error::InvalidInput(
+            "source and target are the same repository".into(),
+        ));
+    }
+    let filter = a.filter.filter();
+    let selected: Vec<SnapshotEntry> = if a.snapshots.is_empty() {
+        src.snapshots()?
+            .into_iter()
+            .filter(|s| filter.matches(&s.snapshot))
+            .collect()
+    } else {
+        a.snapshots
+            .iter()
+            .map(|spec| src.find_snapshot(spec, &filter))
+            .collect::<Result<_>>()?
+    };
+    let bar = Progress::new(ctx.cli.quiet, Some(0), "copy");
+    let report = |p: &CopyProgress| {
+        bar.set_total(p.total);
+        bar.update(p.bytes_read, || {
+            format!("new {} [{}]", human(p.new_bytes), p.snapshot)
+        });
+    };
+    let r = copy::copy(&mut src, &mut dst, &selected, report);
+    bar.finish();
+    let r = r?;
+    if ctx.cli.json {
+        return print_json(&r);
+    }
+    let mut out = String::new();
+    for s in &r.snapshots {
+        out += &format!(
+            "{:<7}  {} -> {}  {}  {:<12}  {:>10}  {:>10} new\n",
+            s.status,
+            &s.source_id[..8],
+            &s.target_id[..8.min(s.target_id.len())],
+            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.name,
+            human(s.size),
+            human(s.new_bytes)
+        );
+    }
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(|e| Error::io("write output", e))?;
+    ctx.say(format!(
+        "copied {} snapshot(s) ({} read, {} new to the target), {} already present, {:.1}s",
+        r.copied,
+        human(r.bytes_read),
+        human(r.new_bytes),
+        r.present,
+        r.duration_ms as f64 / 1000.0
     ));
     Ok(())
 }
@@ -941,6 +1261,7 @@ fn forget_cmd(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
     )?;
     if !a.dry_run {
         forget::execute(&repo, &mut plan)?;
+        drill::write_metrics(ctx, &mut repo);
     }
     if ctx.cli.json && !a.prune {
         return print_json(&plan);
@@ -1005,7 +1326,21 @@ fn forget_cmd(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
 
 fn prune_run(ctx: &Ctx<'_>, repo: &mut Repo, max_unused: f64, dry_run: bool) -> Result<()> {
     use crate::ops::prune;
-    let r = prune::prune(repo, &prune::PruneOptions { max_unused }, dry_run)?;
+    // prune reports no progress of its own yet: the spinner shows that it is alive.
+    let bar = Progress::counting(ctx.cli.quiet, "prune");
+    let r = prune::prune(repo, &prune::PruneOptions { max_unused }, dry_run);
+    bar.finish();
+    let r = r?;
+    if !dry_run {
+        drill::write_metrics(ctx, repo);
+    }
+    ctx.say(format!(
+        "prune: {} -> {} ({}), {:.1}s",
+        human(r.bytes_before),
+        human(r.bytes_after),
+        if r.executed { "done" } else { "nothing changed" },
+        r.duration_ms as f64 / 1000.0
+    ));
     if ctx.cli.json {
         return print_json(&r);
     }
@@ -1043,9 +1378,10 @@ fn prune_run(ctx: &Ctx<'_>, repo: &mut Repo, max_unused: f64, dry_run: bool) -> 
 
 fn fsck_cmd(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
     use crate::ops::fsck::{self, FsckOptions, Severity, Subset};
-    let bar = Progress::new(ctx.cli.quiet, None, "fsck");
+    let started = std::time::Instant::now();
+    let bar = Progress::counting(ctx.cli.quiet, "fsck");
     let report_progress = |what: &str, done: u64, total: u64| {
-        bar.update(done, || format!("{what} {done}/{total}"));
+        bar.update_count(what, done, total);
     };
     // Storage failures mean "could not check", never "intact" or "damaged".
     let incomplete = |e: Error| match e {
@@ -1063,7 +1399,15 @@ fn fsck_cmd(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
             (true, _) => Some(Subset::All),
             (false, s) => s,
         };
-        fsck::fsck(&mut repo, &FsckOptions { read_data }, &report_progress).map_err(incomplete)?
+        let r =
+            fsck::fsck(&mut repo, &FsckOptions { read_data }, &report_progress).map_err(incomplete);
+        let code = match &r {
+            Ok(rep) if rep.damaged() => exit::CORRUPT,
+            Ok(_) => exit::OK,
+            Err(e) => e.exit_code(),
+        };
+        drill::after_fsck(ctx, &mut repo, code);
+        r?
     };
     bar.finish();
     let damage = report
@@ -1120,6 +1464,13 @@ fn fsck_cmd(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
             .write_all(out.as_bytes())
             .map_err(|e| Error::io("write output", e))?;
     }
+    ctx.say(format!(
+        "fsck: {} ({} problems, {} warnings) in {:.1}s",
+        if damage > 0 { "DAMAGED" } else { "ok" },
+        damage,
+        warnings,
+        started.elapsed().as_secs_f64()
+    ));
     if damage > 0 {
         return Err(Error::Damaged(format!(
             "{damage} problem(s) found; see the report above"
@@ -1131,9 +1482,9 @@ fn fsck_cmd(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
 fn repair_cmd(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
     use crate::ops::repair;
     let mut repo = ctx.open()?;
-    let bar = Progress::new(ctx.cli.quiet, None, "repair");
+    let bar = Progress::counting(ctx.cli.quiet, "repair");
     let report_progress = |what: &str, done: u64, total: u64| {
-        bar.update(done, || format!("{what} {done}/{total}"));
+        bar.update_count(what, done, total);
     };
     match r {
         RepairCmd::Index { headers_only } => {

@@ -5,10 +5,14 @@
 //! uploader thread puts finished packs, fed through a bounded channel, so uploads overlap with
 //! chunking and at most `PACKS_IN_FLIGHT` packs wait in memory (backpressure).
 //!
+//! A snapshot may hold several named streams (`backup_streams`): they are read one after
+//! another through the same dedup state and packs, so the snapshot is atomic — all its streams
+//! commit together or none does.
+//!
 //! Commit discipline: the index file is written only after every pack it lists is stored, and
-//! the snapshot only after the index and after `finish_source` approved the producer (exit 0,
-//! output not empty). Any failure before that returns an error and leaves only unreferenced
-//! packs, which prune removes.
+//! the snapshot only after the index and after each stream's `finish` approved its producer
+//! (exit 0, output not empty). Any failure before that returns an error and leaves only
+//! unreferenced packs, which prune removes.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -22,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::chunker::Chunker;
+use crate::dumpkind::DumpInfo;
 use crate::error::{Error, ObjectKind, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::BlobKind;
@@ -43,6 +48,11 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     pub stream_name: String,
     pub allow_empty: bool,
+    /// Skip re-opening each finished pack before its upload (`pack::verify_finished`). Off by
+    /// default: only for benchmarking the verification's cost.
+    pub skip_pack_verification: bool,
+    /// Commit a stream that `dumpkind` judges an evidently truncated dump (default: refuse).
+    pub allow_truncated: bool,
 }
 
 /// Counters reported while running and at the end.
@@ -54,6 +64,9 @@ pub struct BackupStats {
     pub new_bytes: u64,
     pub packs_written: u64,
     pub tree_blobs: u64,
+    /// The stream being read (for progress displays; not part of the JSON).
+    #[serde(skip)]
+    pub current_stream: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,7 +91,7 @@ struct Store<'a> {
 }
 
 impl<'a> Store<'a> {
-    fn new(repo: &'a Repo, index: &'a Index) -> Result<Self> {
+    fn new(repo: &'a Repo, index: &'a Index, verify: bool) -> Result<Self> {
         let (tx, rx) = sync_channel::<FinishedPack>(PACKS_IN_FLIGHT);
         // Latency-bound stores (S3) get several uploaders sharing one bounded queue: memory
         // stays at (uploaders + queue + the open pack) packs.
@@ -87,13 +100,18 @@ impl<'a> Store<'a> {
         for _ in 0..repo.backend.upload_concurrency() {
             let backend: Arc<dyn Backend> = Arc::clone(&repo.backend);
             let rx = Arc::clone(&rx);
+            let verify_key = verify.then(|| repo.key.clone());
             let h = std::thread::Builder::new()
                 .name("pack-upload".into())
                 .spawn(move || -> Result<()> {
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(p) = next else { return Ok(()) };
+                        if let Some(key) = &verify_key {
+                            crate::pack::verify_finished(key, &p)?;
+                        }
                         backend.put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
+                        crate::failpoint::hit("backup:after-pack-upload");
                     }
                 })
                 .map_err(|e| Error::io("spawn uploader", e))?;
@@ -203,6 +221,7 @@ impl<'a> Store<'a> {
 
 impl NodeSink for Store<'_> {
     fn store_node(&mut self, plaintext: Vec<u8>) -> Result<ChunkId> {
+        crate::failpoint::hit("backup:tree-node");
         let id = ChunkId::compute(&self.key.id_key, &plaintext);
         if !self.is_known(&id) {
             self.pending.insert(id);
@@ -214,34 +233,114 @@ impl NodeSink for Store<'_> {
     }
 }
 
-/// Back up one stream. `finish_source` runs after the stream's end and before anything is
-/// committed; it returns the source to record, or the error that stops the commit (a failed
-/// producer). `progress` is called after each block with the running counters.
-pub fn backup(
+/// One stream of a snapshot: its name and how to open it. Opening is deferred until the
+/// previous stream has ended and been judged, so producers run one after another (never two
+/// dumps at once, and a later producer is not started when an earlier one failed).
+pub struct StreamInput<'a> {
+    pub name: String,
+    pub open: Box<dyn FnOnce() -> Result<OpenedStream<'a>> + 'a>,
+}
+
+/// An opened stream: the bytes, and the verdict on them.
+pub struct OpenedStream<'a> {
+    pub reader: Box<dyn Read + 'a>,
+    /// Runs after the stream's end and before anything is committed: returns the source to
+    /// record, or the error that stops the commit (a failed producer, a failed restore).
+    pub finish: Box<dyn FnOnce() -> Result<Source> + 'a>,
+}
+
+impl<'a> StreamInput<'a> {
+    /// A stream whose reader already exists (stdin, an open file, a running producer).
+    pub fn ready(
+        name: impl Into<String>,
+        reader: impl Read + 'a,
+        finish: impl FnOnce() -> Result<Source> + 'a,
+    ) -> Self {
+        let reader: Box<dyn Read + 'a> = Box::new(reader);
+        let finish: Box<dyn FnOnce() -> Result<Source> + 'a> = Box::new(finish);
+        StreamInput {
+            name: name.into(),
+            open: Box::new(move || Ok(OpenedStream { reader, finish })),
+        }
+    }
+}
+
+/// Longest stream name, in bytes (format-spec/07-snapshots.md, "Stream names").
+pub const MAX_STREAM_NAME: usize = 255;
+
+/// The rules every stream name of a new snapshot follows: non-empty, at most
+/// `MAX_STREAM_NAME` bytes, no control characters, unique within the snapshot.
+pub fn validate_stream_names<'n>(names: impl IntoIterator<Item = &'n str>) -> Result<()> {
+    let mut seen = HashSet::new();
+    for n in names {
+        if n.is_empty() || n.len() > MAX_STREAM_NAME || n.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(format!(
+                "stream name {n:?}: must be 1 to {MAX_STREAM_NAME} bytes without control characters"
+            )));
+        }
+        if !seen.insert(n) {
+            return Err(Error::InvalidInput(format!(
+                "stream name {n:?} is given twice: names must be unique within a snapshot"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Back up one stream (named `opts.stream_name`). `finish_source` runs after the stream's end
+/// and before anything is committed; it returns the source to record, or the error that stops
+/// the commit (a failed producer). `progress` is called after each block with the running
+/// counters.
+pub fn backup<'a>(
     repo: &mut Repo,
-    reader: impl Read,
+    reader: impl Read + 'a,
     opts: &BackupOptions,
-    finish_source: impl FnOnce() -> Result<Source>,
+    finish_source: impl FnOnce() -> Result<Source> + 'a,
+    progress: impl FnMut(&BackupStats),
+) -> Result<BackupResult> {
+    let input = StreamInput::ready(opts.stream_name.clone(), reader, finish_source);
+    backup_streams(repo, vec![input], opts, progress)
+}
+
+/// Back up several streams into ONE snapshot, atomically: they are stored one after another,
+/// in the given order, into the same packs; one index file and one snapshot are written at the
+/// end, and only if every stream succeeded (its `finish` approved it and it is not empty unless
+/// `allow_empty`). Any failure commits nothing and leaves only unreferenced packs.
+/// `opts.stream_name` is not used: each input carries its name.
+pub fn backup_streams(
+    repo: &mut Repo,
+    inputs: Vec<StreamInput<'_>>,
+    opts: &BackupOptions,
     mut progress: impl FnMut(&BackupStats),
 ) -> Result<BackupResult> {
+    if inputs.is_empty() {
+        return Err(Error::InvalidInput(
+            "a snapshot needs at least one stream".into(),
+        ));
+    }
+    validate_stream_names(inputs.iter().map(|i| i.name.as_str()))?;
     let started = Instant::now();
     let requests_before = repo.requests();
     let time = opts.time.unwrap_or_else(Utc::now);
     let lock = repo.lock(false, "backup")?;
     repo.index()?;
     let index = repo.index.take().expect("loaded by index()");
-    let result = run(repo, &index, reader, &mut progress);
+    let verify = !opts.skip_pack_verification;
+    let result = store_streams(
+        repo,
+        &index,
+        inputs,
+        opts.allow_empty,
+        verify,
+        &mut progress,
+    );
     repo.index = Some(index);
-    let (root, stats, written, size, hash) = result?;
-
-    // The producer's verdict comes before any commit: a failed dump must leave no trace.
-    let source = finish_source()?;
-    if size == 0 && !opts.allow_empty {
-        return Err(match source {
-            Source::Command { .. } => Error::ProducerFailed("the command wrote no output".into()),
-            _ => Error::EmptyInput,
-        });
+    let (streams, stats, written) = result?;
+    // An evidently cut-short dump is a failed dump: refused like a failed producer.
+    if !opts.allow_truncated {
+        crate::dumpkind::refuse_truncated(&streams)?;
     }
+
     if crate::signals::interrupted() {
         return Err(Error::Interrupted);
     }
@@ -250,6 +349,7 @@ pub fn backup(
             "this backup's lock was removed while it ran (unlock --all?); a prune may have deleted data it relies on, so nothing was committed".into(),
         ));
     }
+    crate::failpoint::hit("backup:before-index");
     let index_id = if written.is_empty() {
         None
     } else {
@@ -258,6 +358,7 @@ pub fn backup(
             packs: written,
         })?)
     };
+    crate::failpoint::hit("backup:after-index");
     let snapshot = Snapshot {
         format: 1,
         time,
@@ -267,18 +368,10 @@ pub fn backup(
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
         requests: Some(repo.requests().since(&requests_before)),
-        streams: vec![Stream {
-            name: opts.stream_name.clone(),
-            source,
-            size,
-            blake3: hash,
-            root,
-            chunks: stats.chunks,
-            new_chunks: stats.new_chunks,
-            new_bytes: stats.new_bytes,
-        }],
+        streams,
     };
     let snapshot_id = repo.write_snapshot(&snapshot)?;
+    crate::failpoint::hit("backup:after-snapshot");
     Ok(BackupResult {
         snapshot_id,
         snapshot,
@@ -287,40 +380,103 @@ pub fn backup(
     })
 }
 
-type RunOutput = (ChunkId, BackupStats, Vec<IndexPack>, u64, String);
-
-fn run(
+/// Store every stream through one `Store` (shared packs and dedup state); returns the streams
+/// for the manifest, the totals, and the packs written.
+fn store_streams(
     repo: &Repo,
     index: &Index,
-    reader: impl Read,
+    inputs: Vec<StreamInput<'_>>,
+    allow_empty: bool,
+    verify: bool,
     progress: &mut impl FnMut(&BackupStats),
-) -> Result<RunOutput> {
-    let mut store = Store::new(repo, index)?;
-    let outcome = (|| -> Result<(ChunkId, u64, String)> {
-        let mut chunker = Chunker::new(reader, repo.chunker_params());
-        let mut tree = TreeBuilder::default();
-        let mut hasher = blake3::Hasher::new();
-        let mut size = 0u64;
-        while let Some(batch) = chunker.next_batch()? {
-            hasher.update(&batch.data);
-            size += batch.data.len() as u64;
-            for e in store.store_batch(&batch.data, &batch.chunks)? {
-                tree.push(e, &mut store)?;
+) -> Result<(Vec<Stream>, BackupStats, Vec<IndexPack>)> {
+    let several = inputs.len() > 1;
+    let mut store = Store::new(repo, index, verify)?;
+    let outcome = (|| -> Result<Vec<Stream>> {
+        let mut streams = Vec::new();
+        let mut read_before = 0u64;
+        for input in inputs {
+            let name = input.name;
+            // With several streams, say which one failed.
+            let named = |e: Error| match e {
+                Error::ProducerFailed(m) if several => {
+                    Error::ProducerFailed(format!("stream {name:?}: {m}"))
+                }
+                Error::EmptyInput if several => Error::ProducerFailed(format!(
+                    "stream {name:?} is empty (pass --allow-empty to store an empty stream)"
+                )),
+                e => e,
+            };
+            let before = store.stats.clone();
+            store.stats.current_stream = name.clone();
+            let opened = (input.open)().map_err(named)?;
+            let (root, size, hash, dump) =
+                chunk_stream(repo, &mut store, opened.reader, read_before, progress)?;
+            read_before += size;
+            // The producer's verdict comes before any commit, and before the next stream
+            // starts: a failed dump must leave no trace.
+            let source = (opened.finish)().map_err(named)?;
+            if size == 0 && !allow_empty {
+                return Err(named(match source {
+                    Source::Command { .. } => {
+                        Error::ProducerFailed("the command wrote no output".into())
+                    }
+                    _ => Error::EmptyInput,
+                }));
             }
-            store.stats.bytes_read = size;
-            progress(&store.stats);
-            if crate::signals::interrupted() {
-                return Err(Error::Interrupted);
-            }
+            let s = &store.stats;
+            streams.push(Stream {
+                name,
+                source,
+                size,
+                blake3: hash,
+                root,
+                chunks: s.chunks - before.chunks,
+                new_chunks: s.new_chunks - before.new_chunks,
+                new_bytes: s.new_bytes - before.new_bytes,
+                dump,
+            });
         }
-        let root = tree.finish(&mut store)?;
         store.flush_pack()?;
-        Ok((root, size, hasher.finalize().to_hex().to_string()))
+        Ok(streams)
     })();
     // Always wait for the uploader: on success every pack must be stored before the index is
     // written; on failure we must not leave a thread writing behind our back.
     let uploaded = store.join_uploader();
-    let (root, size, hash) = outcome?;
+    let streams = outcome?;
     uploaded?;
-    Ok((root, store.stats, store.written, size, hash))
+    Ok((streams, store.stats, store.written))
+}
+
+/// Chunk and store one stream; returns its root tree blob, size, unkeyed BLAKE3 (hex) and
+/// what kind of dump it is (`dumpkind`).
+/// `read_before` is what earlier streams of the snapshot read, for the running total.
+fn chunk_stream(
+    repo: &Repo,
+    store: &mut Store<'_>,
+    reader: impl Read,
+    read_before: u64,
+    progress: &mut impl FnMut(&BackupStats),
+) -> Result<(ChunkId, u64, String, Option<DumpInfo>)> {
+    let mut chunker = Chunker::new(reader, repo.chunker_params());
+    let mut tree = TreeBuilder::default();
+    let mut hasher = blake3::Hasher::new();
+    let mut sniffer = crate::dumpkind::Sniffer::new();
+    let mut size = 0u64;
+    while let Some(batch) = chunker.next_batch()? {
+        hasher.update(&batch.data);
+        sniffer.update(&batch.data);
+        size += batch.data.len() as u64;
+        for e in store.store_batch(&batch.data, &batch.chunks)? {
+            tree.push(e, store)?;
+        }
+        store.stats.bytes_read = read_before + size;
+        progress(&store.stats);
+        if crate::signals::interrupted() {
+            return Err(Error::Interrupted);
+        }
+    }
+    let root = tree.finish(store)?;
+    let hash = hasher.finalize().to_hex().to_string();
+    Ok((root, size, hash, sniffer.finish()))
 }

@@ -2,6 +2,7 @@
 //! values (and an optional progress callback), never by printing: the CLI decides the output.
 
 pub mod backup;
+pub mod copy;
 pub mod forget;
 pub mod fsck;
 pub mod prune;

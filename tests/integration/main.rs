@@ -13,3 +13,4 @@ mod library;
 mod prune;
 mod retention;
 mod s3;
+mod streams;
