@@ -115,7 +115,7 @@ pub fn copy(
         .map(|e| (identity(&e.snapshot), e.id.to_hex()))
         .collect();
     let mut order: Vec<&SnapshotEntry> = selected.iter().collect();
-    order.sort_by(|a, b| (a.snapshot.time, a.id).cmp(&(b.snapshot.time, b.id)));
+    order.sort_by_key(|a| (a.snapshot.time, a.id));
     let mut seen = HashSet::new();
     order.retain(|e| seen.insert(e.id));
 
