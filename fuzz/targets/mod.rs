@@ -14,8 +14,11 @@ pub mod restore_blob;
 pub mod snapshot;
 pub mod tree;
 
+/// A target's body: runs one input, panics on a finding.
+pub type Body = fn(&[u8]);
+
 /// Every target: (name, body). The name is the cargo-fuzz target and the `seeds/` directory.
-pub const ALL: &[(&str, fn(&[u8]))] = &[
+pub const ALL: &[(&str, Body)] = &[
     ("config", config::run),
     ("envelope", envelope::run),
     ("index", index::run),

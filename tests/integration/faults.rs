@@ -305,8 +305,7 @@ fn bit_flip_reading_index_or_snapshot_names_the_object() {
     fb.add(Rule::nth(Op::Get, 1, Fault::FlipBit).of(ObjectKind::Snapshot));
     let e = repo
         .read_snapshot(&id)
-        .err()
-        .expect("flipped snapshot must fail");
+        .expect_err("flipped snapshot must fail");
     assert!(
         matches!(&e, Error::Corrupt { kind: ObjectKind::Snapshot, id: n, .. } if *n == id.to_hex()),
         "{e:?}"
