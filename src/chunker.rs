@@ -68,29 +68,31 @@ impl<R: Read> Chunker<R> {
     }
 
     fn fill(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        while buf.len() < self.block && !self.eof {
-            if crate::signals::interrupted() {
-                return Err(Error::Interrupted);
-            }
-            let start = buf.len();
+        // Zero the block once, not once per read: a pipe returns 64 KiB per read, and
+        // re-zeroing the rest of a multi-MiB block each time cost more than the chunking.
+        let mut filled = buf.len();
+        if filled < self.block {
             buf.resize(self.block, 0);
-            match self.reader.read(&mut buf[start..]) {
-                Ok(0) => {
-                    buf.truncate(start);
-                    self.eof = true;
-                }
+        }
+        let result = loop {
+            if filled >= self.block || self.eof {
+                break Ok(());
+            }
+            if crate::signals::interrupted() {
+                break Err(Error::Interrupted);
+            }
+            match self.reader.read(&mut buf[filled..]) {
+                Ok(0) => self.eof = true,
                 Ok(n) => {
-                    buf.truncate(start + n);
+                    filled += n;
                     self.bytes_read += n as u64;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(start),
-                Err(e) => {
-                    buf.truncate(start);
-                    return Err(Error::io("read input", e));
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(Error::io("read input", e)),
             }
-        }
-        Ok(())
+        };
+        buf.truncate(filled);
+        result
     }
 
     /// The next block with its chunks, or `None` at the end of the stream.
