@@ -133,6 +133,11 @@ pub fn copy(
         }
     }
 
+    progress(&CopyProgress {
+        total,
+        ..Default::default()
+    });
+
     let mut report = CopyReport::default();
     for entry in order {
         let snap = &entry.snapshot;
