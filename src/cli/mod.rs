@@ -230,9 +230,8 @@ impl BackupArgs {
     /// Put `--stream` and `--stream-cmd` in the order they were given: that is the order of
     /// the snapshot's streams (clap keeps each flag's values, but not their interleaving).
     fn order_streams(&mut self, m: &clap::ArgMatches) {
-        let idx = |id: &str| -> Vec<usize> {
-            m.indices_of(id).map(|i| i.collect()).unwrap_or_default()
-        };
+        let idx =
+            |id: &str| -> Vec<usize> { m.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
         let mut all: Vec<(usize, NamedStream)> = Vec::new();
         for (i, (n, p)) in idx("streams").into_iter().zip(&self.streams) {
             all.push((i, NamedStream::Path(n.clone(), p.clone())));
@@ -1338,7 +1337,11 @@ fn prune_run(ctx: &Ctx<'_>, repo: &mut Repo, max_unused: f64, dry_run: bool) -> 
         "prune: {} -> {} ({}), {:.1}s",
         human(r.bytes_before),
         human(r.bytes_after),
-        if r.executed { "done" } else { "nothing changed" },
+        if r.executed {
+            "done"
+        } else {
+            "nothing changed"
+        },
         r.duration_ms as f64 / 1000.0
     ));
     if ctx.cli.json {

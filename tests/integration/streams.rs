@@ -71,7 +71,10 @@ fn two_stream_snapshot_restores_each_stream_byte_exact_by_name() {
     let snaps = env.snapshots_json(&["--name", "pg"]);
     assert_eq!(snaps.len(), 1);
     let streams = snaps[0]["streams"].as_array().unwrap();
-    let names: Vec<&str> = streams.iter().map(|x| x["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = streams
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["globals", "shop"]);
     assert_eq!(streams[0]["source"]["kind"], "file");
     assert_eq!(streams[0]["size"].as_u64(), Some(globals.len() as u64));
@@ -132,10 +135,18 @@ fn stdin_and_command_line_order_of_mixed_stream_flags() {
         .iter()
         .map(|x| x["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["c", "a", "b"], "streams keep the command-line order");
+    assert_eq!(
+        names,
+        ["c", "a", "b"],
+        "streams keep the command-line order"
+    );
     assert_eq!(snaps[0]["streams"][1]["source"]["kind"], "stdin");
     for (name, data) in [("a", &a), ("b", &b), ("c", &c)] {
-        assert_eq!(&env.restore(&[&id, "--stream", name]), data, "stream {name}");
+        assert_eq!(
+            &env.restore(&[&id, "--stream", name]),
+            data,
+            "stream {name}"
+        );
     }
 }
 
@@ -168,15 +179,27 @@ fn a_failing_stream_commits_nothing() {
             ],
             b"",
         );
-        assert_eq!(out.status.code(), Some(EXIT_PRODUCER), "{what}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_PRODUCER),
+            "{what}: {}",
+            stderr(&out)
+        );
         assert!(
             stderr(&out).contains("stream \"bad\""),
             "{what}: the error names the stream: {}",
             stderr(&out)
         );
         assert!(out.stdout.is_empty(), "{what}: no snapshot id");
-        assert_eq!(committed(&env), before, "{what}: no snapshot, no index file");
-        assert!(!marker.exists(), "{what}: a later producer was never started");
+        assert_eq!(
+            committed(&env),
+            before,
+            "{what}: no snapshot, no index file"
+        );
+        assert!(
+            !marker.exists(),
+            "{what}: a later producer was never started"
+        );
     }
     // A missing file as the second stream: exit 1, still nothing committed.
     let out = env.run(
@@ -217,9 +240,25 @@ fn stream_flags_are_validated_before_anything_runs() {
         vec!["--name", "n", "--stream", "novalue", "--stream-cmd", &touch],
         vec!["--name", "n", "--stream", "=path", "--stream-cmd", &touch],
         // a control character in a name
-        vec!["--name", "n", "--stream", "a\tb=/dev/null", "--stream-cmd", &touch],
+        vec![
+            "--name",
+            "n",
+            "--stream",
+            "a\tb=/dev/null",
+            "--stream-cmd",
+            &touch,
+        ],
         // stdin twice
-        vec!["--name", "n", "--stream", "a=-", "--stream", "c=-", "--stream-cmd", &touch],
+        vec![
+            "--name",
+            "n",
+            "--stream",
+            "a=-",
+            "--stream",
+            "c=-",
+            "--stream-cmd",
+            &touch,
+        ],
         // mixed with the single-stream forms
         vec!["--name", "n", "--stream-cmd", &touch, s(&f)],
         vec!["--name", "n", "--stream-cmd", &touch, "--", "echo", "x"],
@@ -228,7 +267,12 @@ fn stream_flags_are_validated_before_anything_runs() {
         let mut a = vec!["backup"];
         a.extend_from_slice(&args);
         let out = env.run(&a, b"");
-        assert_eq!(out.status.code(), Some(EXIT_USAGE), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_USAGE),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert!(!marker.exists(), "{args:?}: nothing may run");
     }
     assert_eq!(env.fingerprint(), before);
@@ -302,9 +346,26 @@ fn source_with_history(env: &Env) -> Vec<(String, Vec<u8>)> {
     let globals = b"CREATE ROLE app;\n".repeat(100);
     let id1 = env.backup(
         &day1,
-        &["--name", "shop", "--tag", "env=prod", "--time", "2026-11-01"],
+        &[
+            "--name",
+            "shop",
+            "--tag",
+            "env=prod",
+            "--time",
+            "2026-11-01",
+        ],
     );
-    let id2 = env.backup(&other, &["--name", "cache", "--host", "redis1", "--time", "2026-11-01 03:00"]);
+    let id2 = env.backup(
+        &other,
+        &[
+            "--name",
+            "cache",
+            "--host",
+            "redis1",
+            "--time",
+            "2026-11-01 03:00",
+        ],
+    );
     let g = write(env, "globals.sql", &globals);
     let d = write(env, "day1.sql", &day1);
     let id3 = ok(&env.run(
@@ -380,7 +441,14 @@ fn copy_local_to_local_is_exact_idempotent_and_incremental() {
     day2.extend_from_slice(&sql_like(500, 43));
     src.backup(
         &day2,
-        &["--name", "shop", "--tag", "env=prod", "--time", "2026-11-02"],
+        &[
+            "--name",
+            "shop",
+            "--tag",
+            "env=prod",
+            "--time",
+            "2026-11-02",
+        ],
     );
     let r3 = copy(&src, &dst, &["latest", "--name", "shop"]);
     assert_eq!(r3["copied"], 1, "{r3}");
@@ -422,8 +490,15 @@ fn copy_filters_password_file_and_text_report() {
         .unwrap();
     let text = ok(&out);
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(text.starts_with("copied ") && text.contains("cache"), "{text}");
-    assert!(stderr(&out).contains("copied 1 snapshot(s)"), "{}", stderr(&out));
+    assert!(
+        text.starts_with("copied ") && text.contains("cache"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("copied 1 snapshot(s)"),
+        "{}",
+        stderr(&out)
+    );
     let snaps = target_snapshots(&dst);
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["host"], "redis1");
@@ -485,7 +560,10 @@ fn copy_local_to_s3() {
         );
     }
     let r2 = copy(&src, &dst, &[]);
-    assert_eq!((r2["copied"].as_u64(), r2["present"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(
+        (r2["copied"].as_u64(), r2["present"].as_u64()),
+        (Some(0), Some(3))
+    );
 }
 
 // ---------------------------------------------------------------- progress
@@ -509,7 +587,10 @@ fn non_tty_stderr_has_no_progress_bar_only_a_summary_line() {
     assert_clean("backup", &out);
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "exactly one summary line: {err:?}");
-    assert!(err.starts_with("snapshot ") && err.contains(" saved: "), "{err}");
+    assert!(
+        err.starts_with("snapshot ") && err.contains(" saved: "),
+        "{err}"
+    );
 
     let o = env.dir.path().join("r.sql");
     let out = env.run(&["restore", "latest", "-o", s(&o)], b"");
