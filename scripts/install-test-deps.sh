@@ -4,6 +4,8 @@
 #   postgresql   initdb, pg_ctl (server) and pg_dump, pg_restore, psql (client)
 #   redis-server redis-server, plus redis-cli and redis-check-rdb (from redis-tools)
 #   zstd         the zstd command-line tool
+#   prometheus_client (Python, via `python3 -m pip`): the metrics test parses --metrics-file
+#                with the Prometheus client library's own text parser
 #   build-essential, only if no C compiler is present (zstd-sys and the bundled SQLite build C)
 #
 # Idempotent: when every tool is already there, apt is not touched at all. Non-interactive.
@@ -112,6 +114,19 @@ else
     cargo install garage --version "$GARAGE_VERSION" --locked
 fi
 
+# --- prometheus_client, the parser the metrics test uses (for the python3 on PATH) -----------
+if python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    log "prometheus_client already importable by $(command -v python3)"
+else
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed (the metrics test runs it)"
+    log "installing prometheus_client with python3 -m pip"
+    # Debian's system Python is "externally managed" (PEP 668): pip refuses without the flag;
+    # older pips do not know the flag, so try without it first.
+    python3 -m pip install --quiet prometheus_client 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages prometheus_client \
+        || die "could not install prometheus_client (try: apt-get install python3-prometheus-client)"
+fi
+
 # --- verify and report ----------------------------------------------------------------------
 fail=0
 check() { # check NAME PATH-OR-EMPTY
@@ -129,6 +144,7 @@ check pg_ctl "$( [ -n "$pgbin" ] && [ -x "$pgbin/pg_ctl" ] && echo "$pgbin/pg_ct
 for t in pg_dump pg_restore psql redis-server redis-cli redis-check-rdb zstd cc; do
     check "$t" "$(command -v "$t" || true)"
 done
+check prometheus_client "$(python3 -c 'import prometheus_client, os; print(os.path.dirname(prometheus_client.__file__))' 2>/dev/null || true)"
 check garage "$(command -v garage || { [ -x "$HOME/.cargo/bin/garage" ] && echo "$HOME/.cargo/bin/garage"; } || true)"
 [ "$fail" = 0 ] || die "some tools are still missing"
 if [ -n "$pgbin" ]; then log "PostgreSQL: $("$pgbin/postgres" --version 2>/dev/null || echo '?')"; fi

@@ -225,6 +225,51 @@ impl Cache {
     }
 }
 
+/// Local knowledge the repository does not hold: the last verdict of `fsck` run from this
+/// machine (for `--metrics-file`). The table is created on first use, so caches made by older
+/// versions gain it without a schema change; losing it loses only that metric.
+impl Cache {
+    fn events_table(&self) -> Result<()> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS events (
+                     kind TEXT PRIMARY KEY, time INTEGER NOT NULL,
+                     ok INTEGER NOT NULL, code INTEGER NOT NULL);",
+            )
+            .map_err(ce)
+    }
+
+    /// Remember the latest `kind` event (e.g. "fsck"), replacing the previous one.
+    pub fn record_event(&self, kind: &str, e: crate::metrics::LocalEvent) -> Result<()> {
+        self.events_table()?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO events(kind, time, ok, code) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, e.time, e.ok as i64, e.code],
+            )
+            .map_err(ce)?;
+        Ok(())
+    }
+
+    pub fn event(&self, kind: &str) -> Result<Option<crate::metrics::LocalEvent>> {
+        self.events_table()?;
+        self.conn
+            .query_row(
+                "SELECT time, ok, code FROM events WHERE kind = ?1",
+                [kind],
+                |r| {
+                    Ok(crate::metrics::LocalEvent {
+                        time: r.get(0)?,
+                        ok: r.get::<_, i64>(1)? != 0,
+                        code: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(ce)
+    }
+}
+
 fn insert_index_file(tx: &rusqlite::Transaction<'_>, hex: &str, file: &IndexFile) -> Result<()> {
     tx.execute("INSERT OR IGNORE INTO index_files(id) VALUES (?1)", [hex])
         .map_err(ce)?;

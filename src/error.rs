@@ -13,16 +13,19 @@ pub enum ObjectKind {
     Index,
     Snapshot,
     Lock,
+    /// A restore-drill record (`verifications/`, written by `verify`).
+    Verification,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 6] = [
+    pub const ALL: [ObjectKind; 7] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Lock,
+        ObjectKind::Verification,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +36,7 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
+            ObjectKind::Verification => "verification",
         }
     }
 }
@@ -107,6 +111,13 @@ pub enum Error {
     Damaged(String),
     #[error("cache: {0}")]
     Cache(String),
+    /// The stream is a dump of a known kind that evidently ends too early (no completion
+    /// trailer, no RDB EOF or a bad CRC-64): nothing was committed.
+    #[error("{0} (nothing was committed; pass --allow-truncated to store it anyway)")]
+    TruncatedDump(String),
+    /// `verify`: the snapshot restored intact but the verifier command rejected it.
+    #[error("restore drill failed: {0}")]
+    VerifyFailed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,6 +135,7 @@ pub mod exit {
     pub const UNSUPPORTED_VERSION: i32 = 8;
     pub const NOT_FOUND: i32 = 9;
     pub const CHECK_INCOMPLETE: i32 = 10;
+    pub const VERIFY_FAILED: i32 = 11;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -156,7 +168,10 @@ impl Error {
                 exit::UNSUPPORTED_VERSION
             }
             Error::LockHeld(_) => exit::LOCK_HELD,
-            Error::ProducerFailed(_) | Error::EmptyInput => exit::PRODUCER_FAILED,
+            Error::ProducerFailed(_) | Error::EmptyInput | Error::TruncatedDump(_) => {
+                exit::PRODUCER_FAILED
+            }
+            Error::VerifyFailed(_) => exit::VERIFY_FAILED,
             Error::Interrupted => exit::INTERRUPTED,
             Error::SnapshotNotFound(_) | Error::ObjectNotFound { .. } => exit::NOT_FOUND,
             Error::InvalidInput(_) => exit::USAGE,

@@ -49,6 +49,10 @@ pub struct Stream {
     pub new_chunks: u64,
     /// Stored (compressed, sealed) bytes of the new blobs, trees included.
     pub new_bytes: u64,
+    /// What kind of dump the stream was recognised as (`dumpkind`); absent when unknown and in
+    /// manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<crate::dumpkind::DumpInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

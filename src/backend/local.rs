@@ -29,6 +29,7 @@ fn dir_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Index => "index",
         ObjectKind::Snapshot => "snapshots",
         ObjectKind::Lock => "locks",
+        ObjectKind::Verification => "verifications",
     }
 }
 
@@ -210,6 +211,13 @@ impl Backend for LocalBackend {
         if kind == ObjectKind::Pack && !dir.is_dir() {
             fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        // `verifications/` is not made by init (and repositories older than it lack it): the
+        // first record creates it, durably.
+        if kind == ObjectKind::Verification && !dir.is_dir() {
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            fsync_dir(&self.root)?;
         }
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd);

@@ -262,6 +262,7 @@ impl S3Backend {
             ObjectKind::Index => "index/",
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Lock => "locks/",
+            ObjectKind::Verification => "verifications/",
         }
     }
 

@@ -1,4 +1,4 @@
-//! The sealed envelope used for index files, snapshots and locks:
+//! The sealed envelope used for index files, snapshots, locks and verification records:
 //! `magic "DVOB" ‖ kind u8 ‖ version u8 ‖ reserved u16 = 0 ‖ nonce ‖ ciphertext ‖ tag`.
 //! The 8-byte header is the associated data, so an index cannot be passed off as a snapshot.
 
@@ -15,6 +15,7 @@ fn kind_byte(kind: ObjectKind) -> u8 {
         ObjectKind::Index => 1,
         ObjectKind::Snapshot => 2,
         ObjectKind::Lock => 3,
+        ObjectKind::Verification => 4,
         // Other kinds have layouts of their own and are never enveloped.
         ObjectKind::Config | ObjectKind::Key | ObjectKind::Pack => 0,
     }

@@ -12,6 +12,7 @@ pub mod lock;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+pub mod verification;
 
 /// The repository format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;

@@ -73,6 +73,8 @@ pub struct Counts {
     pub bytes_read: u64,
     pub snapshots: usize,
     pub streams_verified: usize,
+    /// Restore-drill records (`verifications/`).
+    pub verifications: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -408,6 +410,7 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
     }
     snaps.sort_by_key(|s| (s.snapshot.time, s.id));
     r.counts.snapshots = snaps.len();
+    check_verifications(repo, &mut r)?;
     let mut walk = Walk::default();
     {
         let present = |p: &PackId| !bad_packs.contains_key(p);
@@ -469,6 +472,54 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
     r.problems
         .sort_by(|a, b| (a.severity, &a.object, &a.id).cmp(&(b.severity, &b.object, &b.id)));
     Ok(r)
+}
+
+/// Restore-drill records: a damaged one is damage (named, so it can be deleted: prune does);
+/// one whose snapshot is gone is a warning (prune removes it).
+fn check_verifications(repo: &Repo, r: &mut FsckReport) -> Result<()> {
+    let backend = repo.backend.as_ref();
+    let snapshots: HashSet<ObjectId> = list_ids(backend, ObjectKind::Snapshot)?
+        .into_iter()
+        .collect();
+    for id in list_ids(backend, ObjectKind::Verification)? {
+        r.counts.verifications += 1;
+        match crate::ops::verify::read_record(repo, &id) {
+            Ok(v) if !snapshots.contains(&v.snapshot) => {
+                r.add(
+                    Severity::Warning,
+                    "verification",
+                    id,
+                    "orphaned",
+                    format!(
+                        "records a drill of snapshot {}, which no longer exists; prune removes it",
+                        v.snapshot.short()
+                    ),
+                );
+            }
+            // Listed, then deleted by a concurrent prune: nothing to check.
+            Ok(_) | Err(Error::ObjectNotFound { .. }) => {}
+            Err(e) if incomplete(&e) => return Err(e),
+            Err(e @ Error::UnsupportedVersion { .. }) => {
+                r.add(
+                    Severity::Warning,
+                    "verification",
+                    id,
+                    "unreadable",
+                    e.to_string(),
+                );
+            }
+            Err(e) => {
+                r.add(
+                    Severity::Damage,
+                    "verification",
+                    id,
+                    "corrupt",
+                    format!("{e} (a drill record only: no data is at risk; prune removes it)"),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_keys(backend: &dyn Backend, r: &mut FsckReport) -> Result<()> {
@@ -691,7 +742,12 @@ pub fn fsck_no_key(backend: &dyn Backend, progress: ProgressFn<'_>) -> Result<Fs
     let listed = list_packs(backend, &mut r)?;
     r.counts.packs = listed.len();
     let mut referenced: HashSet<PackId> = HashSet::new();
-    for kind in [ObjectKind::Index, ObjectKind::Snapshot, ObjectKind::Pack] {
+    for kind in [
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Verification,
+        ObjectKind::Pack,
+    ] {
         let names = backend.list(kind)?;
         let total = names.len() as u64;
         for (i, (name, _)) in names.into_iter().enumerate() {
@@ -726,6 +782,7 @@ pub fn fsck_no_key(backend: &dyn Backend, progress: ProgressFn<'_>) -> Result<Fs
             match kind {
                 ObjectKind::Index => r.counts.index_files += 1,
                 ObjectKind::Snapshot => r.counts.snapshots += 1,
+                ObjectKind::Verification => r.counts.verifications += 1,
                 _ => r.counts.packs_read += 1,
             }
             if ObjectId::of(&bytes) != id {

@@ -9,3 +9,4 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod stats;
+pub mod verify;

@@ -90,6 +90,9 @@ pub struct PruneResult {
     pub new_packs: usize,
     pub new_index: Option<ObjectId>,
     pub duration_ms: u64,
+    /// Restore-drill records of snapshots that no longer exist, or damaged ones, deleted
+    /// (or, with a dry run, that would be).
+    pub verifications_removed: usize,
 }
 
 fn missing(what: String) -> Error {
@@ -315,6 +318,12 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
     let started = Instant::now();
     let lock = repo.lock(true, "prune")?;
     let plan = plan(repo, opts)?;
+    // Drill records only describe snapshots: those of removed snapshots go (under the lock,
+    // so no `verify` is writing one for a snapshot being judged here).
+    let orphans = crate::ops::verify::orphaned_records(repo)?;
+    if !dry_run {
+        crate::ops::verify::delete_records(repo, &orphans)?;
+    }
     let bytes_before = plan.pack_bytes;
     if dry_run || plan.is_noop() {
         return Ok(PruneResult {
@@ -325,6 +334,7 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
             new_packs: 0,
             new_index: None,
             duration_ms: started.elapsed().as_millis() as u64,
+            verifications_removed: orphans.len(),
         });
     }
     // Planning can take long on a big repository: make sure the lock is still ours (not
@@ -349,5 +359,6 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
         new_packs,
         new_index,
         duration_ms: started.elapsed().as_millis() as u64,
+        verifications_removed: orphans.len(),
     })
 }

@@ -10,6 +10,7 @@ mod faults;
 mod fsck;
 mod fuzz_replay;
 mod library;
+mod ops;
 mod prune;
 mod retention;
 mod s3;
