@@ -50,6 +50,7 @@ fn backup_opts() -> BackupOptions {
         time: None,
         stream_name: "stdin".into(),
         allow_empty: false,
+        ..Default::default()
     }
 }
 

@@ -2,6 +2,10 @@
 //! chunk ID; sealed blobs are appended to the open pack, which is closed by its sealed header
 //! and trailer once it reaches the target size. Reading a blob re-derives the keyed hash of the
 //! plaintext and compares it with the ID, so a restore never emits an unverified byte.
+//!
+//! Before a finished pack is uploaded, the backup re-reads it as a restore would
+//! (`verify_finished`): a compression bug or a flipped bit in RAM between sealing and upload
+//! then fails the backup instead of silently storing a blob that can never be restored.
 
 use crate::compress;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
@@ -125,6 +129,49 @@ impl PackWriter {
     }
 }
 
+/// Re-open a finished pack exactly as a reader would, before it leaves the process: its bytes
+/// hash to its name, the trailer and sealed header parse and agree with the index record, and
+/// every blob authenticates, decompresses to its recorded length and hashes to its chunk ID.
+/// Any failure names the pack; the caller must then upload nothing.
+pub fn verify_finished(key: &MasterKey, p: &FinishedPack) -> Result<()> {
+    use rayon::prelude::*;
+    let id = &p.record.id;
+    let refuse = |detail: String| {
+        Error::corrupt(
+            crate::error::ObjectKind::Pack,
+            id,
+            format!("pre-upload verification failed, nothing was uploaded: {detail}"),
+        )
+    };
+    if p.bytes.len() as u64 != p.record.len || ObjectId::of(&p.bytes) != *id {
+        return Err(refuse("its bytes do not hash to its name".into()));
+    }
+    let bytes = &p.bytes;
+    let range = |o: u64, l: u64| -> Result<Vec<u8>> {
+        let end = o.checked_add(l).filter(|&e| e <= bytes.len() as u64);
+        match end {
+            Some(e) => Ok(bytes[o as usize..e as usize].to_vec()),
+            None => Err(Error::corrupt(
+                crate::error::ObjectKind::Pack,
+                id,
+                "range beyond the pack",
+            )),
+        }
+    };
+    let entries =
+        read_header(key, id, bytes.len() as u64, range).map_err(|e| refuse(e.to_string()))?;
+    if entries != p.record.entries {
+        return Err(refuse("its header disagrees with its index record".into()));
+    }
+    // Blobs are independent: open them in parallel (the uploader thread is otherwise idle).
+    entries.par_iter().try_for_each(|e| {
+        let sealed = &bytes[e.offset as usize..e.end() as usize];
+        open_blob(key, id, e, sealed)
+            .map(|_| ())
+            .map_err(|err| refuse(err.to_string()))
+    })
+}
+
 /// Read a pack's header through `read_range(offset, len)`, given the pack's total length.
 pub fn read_header(
     key: &MasterKey,
@@ -181,5 +228,63 @@ mod tests {
         let cut = &p.bytes[..p.bytes.len() - 3];
         let rr = |o: u64, l: u64| Ok(cut[o as usize..(o + l) as usize].to_vec());
         assert!(read_header(&key, &p.record.id, cut.len() as u64, rr).is_err());
+    }
+
+    fn finished(key: &MasterKey) -> FinishedPack {
+        let mut w = PackWriter::new(1 << 20);
+        for (i, b) in [b"x".repeat(20_000), b"tree node".to_vec(), vec![7u8; 3]]
+            .iter()
+            .enumerate()
+        {
+            let kind = if i == 1 {
+                BlobKind::Tree
+            } else {
+                BlobKind::Data
+            };
+            w.add(seal_blob(key, 3, kind, ChunkId::compute(&key.id_key, b), b));
+        }
+        w.finish(key)
+    }
+
+    #[test]
+    fn verify_finished_accepts_a_good_pack() {
+        let key = MasterKey::generate();
+        verify_finished(&key, &finished(&key)).unwrap();
+    }
+
+    #[test]
+    fn verify_finished_refuses_any_flipped_byte_and_names_the_pack() {
+        let key = MasterKey::generate();
+        let good = finished(&key);
+        // Every byte of the pack: blobs, header, trailer. The pack is renamed after the flip
+        // (as if the damage happened before naming), so only the re-open can catch it.
+        for at in 0..good.bytes.len() {
+            let mut p = FinishedPack {
+                bytes: good.bytes.clone(),
+                record: good.record.clone(),
+            };
+            p.bytes[at] ^= 0x04;
+            p.record.id = ObjectId::of(&p.bytes);
+            let err = verify_finished(&key, &p).expect_err("flipped byte accepted");
+            let msg = err.to_string();
+            assert!(msg.contains(&p.record.id.to_hex()), "{msg}");
+            assert!(msg.contains("pre-upload verification"), "{msg}");
+        }
+        // Damage after naming: the name check alone refuses it.
+        let mut p = FinishedPack {
+            bytes: good.bytes.clone(),
+            record: good.record.clone(),
+        };
+        p.bytes[5] ^= 1;
+        assert!(verify_finished(&key, &p).is_err());
+        // A record that disagrees with the header (e.g. a wrong raw length) is refused too.
+        let mut p = FinishedPack {
+            bytes: good.bytes.clone(),
+            record: good.record.clone(),
+        };
+        p.record.entries[0].raw_len += 1;
+        assert!(verify_finished(&key, &p).is_err());
+        // Another key (a mixed-up master key) cannot open it.
+        assert!(verify_finished(&MasterKey::generate(), &good).is_err());
     }
 }

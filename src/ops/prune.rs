@@ -296,11 +296,10 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
         .iter()
         .chain(&plan.unindexed_packs)
         .chain(&plan.repack_packs);
-    for (n, pid) in doomed.enumerate() {
+    for pid in doomed {
         delete_if_present(repo, ObjectKind::Pack, pid)?;
-        if n == 0 {
-            failpoint::hit("prune:mid-pack-delete");
-        }
+        // After each deletion (`prune:mid-pack-delete@N` kills after the Nth).
+        failpoint::hit("prune:mid-pack-delete");
     }
     repo.index = None;
     Ok((new_packs.len(), new_index))

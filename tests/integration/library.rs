@@ -65,6 +65,7 @@ fn opts(name: &str) -> BackupOptions {
         time: None,
         stream_name: "stdin".into(),
         allow_empty: false,
+        ..Default::default()
     }
 }
 
