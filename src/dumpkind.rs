@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(sniff(b"REDIS"), None);
         assert_eq!(sniff(b"REDISxxxx and more"), None);
         // A plain dump header alone is a (badly) truncated plain dump.
-        let i = sniff(PLAIN_HEAD[..40].as_bytes()).unwrap();
+        let i = sniff(&PLAIN_HEAD.as_bytes()[..40]).unwrap();
         assert!(i.truncated());
         // An RDB header alone.
         assert!(sniff(b"REDIS0011").unwrap().truncated());
