@@ -39,7 +39,7 @@ fn every_seed_replays_through_its_fuzz_target() {
         let seeds = inputs(&fuzz_dir().join("seeds").join(name), u64::MAX);
         assert!(!seeds.is_empty(), "fuzz/seeds/{name}/ has no seeds");
         // A local corpus can be large; the model target is slow per input. Cap both.
-        let cap = if *name == "model" { 50 } else { 2_000 };
+        let cap = if *name == "model" { 10 } else { 2_000 };
         let corpus = inputs(&fuzz_dir().join("corpus").join(name), 64 * 1024);
         for path in seeds.iter().chain(corpus.iter().take(cap)) {
             let data = std::fs::read(path).unwrap();
