@@ -134,7 +134,6 @@ impl PackWriter {
 /// every blob authenticates, decompresses to its recorded length and hashes to its chunk ID.
 /// Any failure names the pack; the caller must then upload nothing.
 pub fn verify_finished(key: &MasterKey, p: &FinishedPack) -> Result<()> {
-    use rayon::prelude::*;
     let id = &p.record.id;
     let refuse = |detail: String| {
         Error::corrupt(
@@ -163,8 +162,9 @@ pub fn verify_finished(key: &MasterKey, p: &FinishedPack) -> Result<()> {
     if entries != p.record.entries {
         return Err(refuse("its header disagrees with its index record".into()));
     }
-    // Blobs are independent: open them in parallel (the uploader thread is otherwise idle).
-    entries.par_iter().try_for_each(|e| {
+    // Serial, on purpose: this runs in the uploader thread while rayon workers may be blocked
+    // handing it the next pack; waiting on rayon here could deadlock (and did).
+    entries.iter().try_for_each(|e| {
         let sealed = &bytes[e.offset as usize..e.end() as usize];
         open_blob(key, id, e, sealed)
             .map(|_| ())
