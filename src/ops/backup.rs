@@ -451,6 +451,10 @@ fn store_streams(
 /// Chunk and store one stream; returns its root tree blob, size, unkeyed BLAKE3 (hex) and
 /// what kind of dump it is (`dumpkind`).
 /// `read_before` is what earlier streams of the snapshot read, for the running total.
+///
+/// Two stages overlap: this thread reads and cuts block N+1 (the reader need not be `Send`)
+/// while a worker hashes (whole stream and chunk IDs, in parallel), dedups, seals and packs
+/// block N. The channel holds one block, so at most three blocks (~24 MiB) are in memory.
 fn chunk_stream(
     repo: &Repo,
     store: &mut Store<'_>,
@@ -459,24 +463,107 @@ fn chunk_stream(
     progress: &mut impl FnMut(&BackupStats),
 ) -> Result<(ChunkId, u64, String, Option<DumpInfo>)> {
     let mut chunker = Chunker::new(reader, repo.chunker_params());
+    let shared = std::sync::Mutex::new(store.stats.clone());
+    let st = &mut *store;
+    let out = std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<Msg>(1);
+        // Consumed blocks travel back to the chunker for reuse.
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let shared = &shared;
+        let store = st;
+        let worker = std::thread::Builder::new()
+            .name("backup-store".into())
+            .spawn_scoped(scope, move || store_blocks(store, rx, back_tx, shared))
+            .map_err(|e| Error::io("spawn backup worker", e))?;
+        let mut size = 0u64;
+        let read = (|| -> Result<()> {
+            loop {
+                while let Ok(buf) = back_rx.try_recv() {
+                    chunker.recycle(buf);
+                }
+                let Some(batch) = chunker.next_batch()? else {
+                    break;
+                };
+                size += batch.data.len() as u64;
+                if tx.send(Msg::Block(batch)).is_err() {
+                    return Ok(()); // the worker failed: its error wins below
+                }
+                let s = {
+                    let mut g = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    g.bytes_read = read_before + size;
+                    g.clone()
+                };
+                progress(&s);
+                if crate::signals::interrupted() {
+                    return Err(Error::Interrupted);
+                }
+            }
+            let _ = tx.send(Msg::End);
+            Ok(())
+        })();
+        drop(tx);
+        let worked = worker
+            .join()
+            .unwrap_or_else(|_| Err(Error::Backend("backup worker panicked".into())));
+        read?;
+        let (root, hash, dump) = worked?;
+        Ok((root, size, hash, dump))
+    });
+    if let Ok((_, size, _, _)) = &out {
+        store.stats.bytes_read = read_before + size;
+    }
+    out
+}
+
+/// One block for the store worker; `End` marks a complete stream, and a channel closed
+/// without it means the reader failed.
+enum Msg {
+    Block(crate::chunker::Batch),
+    End,
+}
+
+/// The worker half of `chunk_stream`: per block, the whole-stream hash (and dump sniffer) runs
+/// beside the parallel chunk hashing, dedup and sealing; then the chunk list grows. Publishes
+/// its counters to `shared` after each block for the progress display.
+fn store_blocks(
+    store: &mut Store<'_>,
+    rx: std::sync::mpsc::Receiver<Msg>,
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    shared: &std::sync::Mutex<BackupStats>,
+) -> Result<(ChunkId, String, Option<DumpInfo>)> {
     let mut tree = TreeBuilder::default();
     let mut hasher = blake3::Hasher::new();
     let mut sniffer = crate::dumpkind::Sniffer::new();
-    let mut size = 0u64;
-    while let Some(batch) = chunker.next_batch()? {
-        hasher.update(&batch.data);
-        sniffer.update(&batch.data);
-        size += batch.data.len() as u64;
-        for e in store.store_batch(&batch.data, &batch.chunks)? {
+    loop {
+        let batch = match rx.recv() {
+            Ok(Msg::Block(b)) => b,
+            Ok(Msg::End) => break,
+            // The reader stopped with an error, which it reports.
+            Err(_) => return Err(Error::Interrupted),
+        };
+        let data = &batch.data;
+        let (_, entries) = rayon::join(
+            || {
+                hasher.update(data);
+                sniffer.update(data);
+            },
+            || store.store_batch(data, &batch.chunks),
+        );
+        for e in entries? {
             tree.push(e, store)?;
         }
-        store.stats.bytes_read = read_before + size;
-        progress(&store.stats);
-        if crate::signals::interrupted() {
-            return Err(Error::Interrupted);
+        if let Ok(buf) = std::sync::Arc::try_unwrap(batch.data) {
+            let _ = back.send(buf); // the reader may be gone already; then the buffer is freed
         }
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes_read = s.bytes_read;
+        *s = store.stats.clone();
+        s.bytes_read = bytes_read;
     }
     let root = tree.finish(store)?;
-    let hash = hasher.finalize().to_hex().to_string();
-    Ok((root, size, hash, sniffer.finish()))
+    Ok((
+        root,
+        hasher.finalize().to_hex().to_string(),
+        sniffer.finish(),
+    ))
 }
