@@ -1,8 +1,10 @@
 //! One integration-test binary (one link step). Each module drives the built `dumpvault`
 //! binary or the library from outside, with a helper per scenario.
 
+mod badinput;
 mod cli;
 mod common;
+mod crash;
 mod damage;
 mod e2e_pg;
 mod e2e_redis;
@@ -14,4 +16,6 @@ mod ops;
 mod prune;
 mod retention;
 mod s3;
+mod s3proxy;
 mod streams;
+mod tamper;
