@@ -552,6 +552,11 @@ impl Ctx<'_> {
         // Fail on a missing or too-new repository before asking for a password.
         crate::repo::read_config(backend.as_ref())?;
         let pw = self.password("Repository password: ", false)?;
+        self.open_with(backend, pw.as_bytes())
+    }
+
+    /// Open `backend` with `password` under this invocation's cache and lock-wait settings.
+    fn open_with(&self, backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repo> {
         let cache_dir = if self.cli.no_cache {
             None
         } else {
@@ -562,7 +567,7 @@ impl Ctx<'_> {
         };
         Repo::open(
             backend,
-            pw.as_bytes(),
+            password,
             &OpenOptions {
                 cache_dir,
                 lock_wait: self.cli.lock_wait,
@@ -582,22 +587,7 @@ impl Ctx<'_> {
             prompt: "Target repository password: ",
             confirm: false,
         })?;
-        let cache_dir = if self.cli.no_cache {
-            None
-        } else {
-            self.cli
-                .cache_dir
-                .clone()
-                .or_else(crate::cache::default_dir)
-        };
-        Repo::open(
-            backend,
-            pw.as_bytes(),
-            &OpenOptions {
-                cache_dir,
-                lock_wait: self.cli.lock_wait,
-            },
-        )
+        self.open_with(backend, pw.as_bytes())
     }
 
     fn say(&self, msg: impl AsRef<str>) {
