@@ -25,6 +25,10 @@ use crate::tree::LeafWalker;
 /// Leaves per batch and the largest single coalesced read.
 const BATCH_LEAVES: usize = 1024;
 const MAX_READ: u64 = 8 * 1024 * 1024;
+/// Blobs of one pack at most this far apart share a read; the gap's bytes are fetched and
+/// dropped. A request costs far more than 256 KiB of transfer on object stores (Garage spent
+/// 5 CPU-s serving a 292 MB restore as 1,756 ranged GETs), and little on a local disk.
+const MAX_GAP: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreStats {
@@ -63,8 +67,11 @@ struct Read {
     blobs: Vec<(usize, BlobEntry)>,
 }
 
+/// Plan the ranged reads for one batch: blobs are grouped per pack and sorted by offset, so a
+/// stream that alternates between old and new packs (every incremental snapshot does) still
+/// costs one read per pack region, not one per switch; output order is restored by position.
 fn plan_reads(index: &Index, leaves: &[TreeEntry]) -> Result<Vec<Read>> {
-    let mut reads: Vec<Read> = Vec::new();
+    let mut located = Vec::with_capacity(leaves.len());
     for (i, leaf) in leaves.iter().enumerate() {
         let (pack, e) = index.get(&leaf.id).ok_or_else(|| Error::CorruptBlob {
             chunk: leaf.id.to_hex(),
@@ -78,17 +85,28 @@ fn plan_reads(index: &Index, leaves: &[TreeEntry]) -> Result<Vec<Read>> {
                 detail: "index entry disagrees with the chunk list (kind or length)".into(),
             });
         }
+        located.push((pack, e, i));
+    }
+    located.sort_by_key(|(pack, e, i)| (*pack, e.offset, *i));
+    let mut reads: Vec<Read> = Vec::new();
+    for (pack, e, i) in located {
+        let (start, end) = (e.offset as u64, e.end());
         match reads.last_mut() {
+            // The same blob again (a chunk repeated within the batch): already covered.
+            Some(r) if r.pack == pack && start >= r.start && end <= r.end => r.blobs.push((i, e)),
             Some(r)
-                if r.pack == pack && r.end == e.offset as u64 && e.end() - r.start <= MAX_READ =>
+                if r.pack == pack
+                    && start >= r.end
+                    && start - r.end <= MAX_GAP
+                    && end - r.start <= MAX_READ =>
             {
-                r.end = e.end();
+                r.end = end;
                 r.blobs.push((i, e));
             }
             _ => reads.push(Read {
                 pack,
-                start: e.offset as u64,
-                end: e.end(),
+                start,
+                end,
                 blobs: vec![(i, e)],
             }),
         }
