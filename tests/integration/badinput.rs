@@ -417,19 +417,7 @@ fn disk_full_fails_cleanly_and_the_repository_stays_usable() {
     let _fs = Tmpfs::mount(&mnt, "8m");
     env.repo = mnt.join("repo");
     env.location = env.repo.display().to_string();
-    let out = env.run(
-        &[
-            "init",
-            "--kdf-memory",
-            "19456",
-            "--kdf-iterations",
-            "2",
-            "--pack-size",
-            "1",
-        ],
-        b"",
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    env.init(&["--pack-size", "1"]);
     let first = noise(1_000_000, 1);
     let id = env.backup(&first, &["--name", "d"]);
     let b = before(&env);

@@ -26,12 +26,17 @@ impl Env {
     /// A fresh, initialized repository (with the cheapest Argon2 parameters the floor allows).
     pub fn new() -> Env {
         let e = Env::uninit();
-        let out = e.run(
-            &["init", "--kdf-memory", "19456", "--kdf-iterations", "2"],
-            b"",
-        );
-        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        e.init(&[]);
         e
+    }
+
+    /// Run `init` here with the cheapest Argon2 parameters the floor allows plus `extra`
+    /// options (pack and chunk sizes); panics if it fails.
+    pub fn init(&self, extra: &[&str]) {
+        let mut args = vec!["init", "--kdf-memory", "19456", "--kdf-iterations", "2"];
+        args.extend_from_slice(extra);
+        let out = self.run(&args, b"");
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
     }
 
     pub fn uninit() -> Env {
@@ -52,11 +57,7 @@ impl Env {
         let mut e = Env::uninit();
         e.location = location;
         e.extra_env = extra_env;
-        let out = e.run(
-            &["init", "--kdf-memory", "19456", "--kdf-iterations", "2"],
-            b"",
-        );
-        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        e.init(&[]);
         e
     }
 
