@@ -26,14 +26,15 @@ pub fn compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// Undo [`compress`]; the result is exactly `raw_len` bytes or an error.
-pub fn decompress(
-    compression: Compression,
-    data: Vec<u8>,
-    raw_len: usize,
-) -> Result<Vec<u8>, String> {
-    let out = match compression {
-        Compression::None => data,
+/// Undo [`compress`] into `dst`, which must come out exactly full (its length is the raw
+/// length the authenticated header promises); anything else is an error.
+pub fn decompress_into(compression: Compression, src: &[u8], dst: &mut [u8]) -> Result<(), String> {
+    let n = match compression {
+        Compression::None if src.len() == dst.len() => {
+            dst.copy_from_slice(src);
+            src.len()
+        }
+        Compression::None => src.len(),
         Compression::Zstd => DECOMPRESSOR.with(|d| {
             let mut d = d.borrow_mut();
             if d.is_none() {
@@ -41,17 +42,17 @@ pub fn decompress(
             }
             d.as_mut()
                 .expect("initialized above")
-                .decompress(&data, raw_len)
+                .decompress_to_buffer(src, dst)
                 .map_err(|e| format!("zstd: {e}"))
         })?,
     };
-    if out.len() != raw_len {
+    if n != dst.len() {
         return Err(format!(
-            "decompressed to {} bytes, header says {raw_len}",
-            out.len()
+            "decompressed to {n} bytes, header says {}",
+            dst.len()
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -63,7 +64,9 @@ mod tests {
         let text = b"INSERT INTO t VALUES (1);\n".repeat(1000);
         let c = compress(3, &text).unwrap();
         assert!(c.len() < text.len());
-        assert_eq!(decompress(Compression::Zstd, c, text.len()).unwrap(), text);
+        let mut out = vec![0u8; text.len()];
+        decompress_into(Compression::Zstd, &c, &mut out).unwrap();
+        assert_eq!(out, text);
         let noise: Vec<u8> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
@@ -74,7 +77,15 @@ mod tests {
     fn bounded_decompression() {
         let text = vec![0u8; 1 << 20];
         let c = compress(3, &text).unwrap();
-        assert!(decompress(Compression::Zstd, c.clone(), 1000).is_err());
-        assert!(decompress(Compression::Zstd, c[..c.len() / 2].to_vec(), 1 << 20).is_err());
+        let mut half = vec![0u8; 1 << 20];
+        assert!(decompress_into(Compression::Zstd, &c[..c.len() / 2], &mut half).is_err());
+        let mut dst = vec![1u8; 1 << 20];
+        decompress_into(Compression::Zstd, &c, &mut dst).unwrap();
+        assert_eq!(dst, text);
+        let mut short = vec![0u8; 1000];
+        assert!(decompress_into(Compression::Zstd, &c, &mut short).is_err());
+        let mut long = vec![0u8; (1 << 20) + 1];
+        assert!(decompress_into(Compression::Zstd, &c, &mut long).is_err());
+        assert!(decompress_into(Compression::None, &c, &mut long).is_err());
     }
 }

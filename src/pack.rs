@@ -3,9 +3,12 @@
 //! and trailer once it reaches the target size. Reading a blob re-derives the keyed hash of the
 //! plaintext and compares it with the ID, so a restore never emits an unverified byte.
 //!
-//! Before a finished pack is uploaded, the backup re-reads it as a restore would
-//! (`verify_finished`): a compression bug or a flipped bit in RAM between sealing and upload
-//! then fails the backup instead of silently storing a blob that can never be restored.
+//! A backup verifies what it stores in two steps, so that a compression bug or a flipped bit
+//! in RAM fails the backup instead of silently storing a blob that can never be restored:
+//! `seal_blob_verified` decompresses each compressed body and checks it hashes to the chunk ID
+//! before sealing it (in parallel, while the data is still in cache), and `verify_finished`
+//! re-opens the finished pack before upload: its name, its header, and every blob's
+//! authentication tag, which proves each sealed body is byte for byte the one checked.
 
 use crate::compress;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
@@ -31,38 +34,163 @@ pub fn seal_blob(
     id: ChunkId,
     plain: &[u8],
 ) -> SealedBlob {
-    let (compression, body) = match compress::compress(zstd_level, plain) {
-        Some(c) => (Compression::Zstd, c),
-        None => (Compression::None, plain.to_vec()),
-    };
-    let bytes = key.seal(&fmt::blob_aad(kind, &id), &body);
+    let (compression, body) = compress_body(zstd_level, plain);
+    seal_body(key, kind, id, compression, &body, plain.len())
+}
+
+/// [`seal_blob`], after checking that the compressed body decompresses to bytes that hash to
+/// `id`, exactly as a restore will check them. A failure names the chunk; nothing is sealed.
+pub fn seal_blob_verified(
+    key: &MasterKey,
+    zstd_level: i32,
+    kind: BlobKind,
+    id: ChunkId,
+    plain: &[u8],
+) -> Result<SealedBlob> {
+    let (compression, body) = compress_body(zstd_level, plain);
+    check_body(key, &id, compression, &body, plain.len())?;
+    Ok(seal_body(key, kind, id, compression, &body, plain.len()))
+}
+
+fn compress_body(zstd_level: i32, plain: &[u8]) -> (Compression, std::borrow::Cow<'_, [u8]>) {
+    match compress::compress(zstd_level, plain) {
+        Some(c) => (Compression::Zstd, c.into()),
+        None => (Compression::None, plain.into()),
+    }
+}
+
+fn seal_body(
+    key: &MasterKey,
+    kind: BlobKind,
+    id: ChunkId,
+    compression: Compression,
+    body: &[u8],
+    raw_len: usize,
+) -> SealedBlob {
     SealedBlob {
         kind,
         id,
         compression,
-        raw_len: plain.len() as u32,
-        bytes,
+        raw_len: raw_len as u32,
+        bytes: key.seal(&fmt::blob_aad(kind, &id), body),
     }
+}
+
+thread_local! {
+    /// Decompression target of `check_body`, reused: it only grows, to the largest chunk.
+    static CHECK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The pre-seal check: `body` (under `compression`) must decompress to `raw_len` bytes whose
+/// keyed hash is `id`.
+fn check_body(
+    key: &MasterKey,
+    id: &ChunkId,
+    compression: Compression,
+    body: &[u8],
+    raw_len: usize,
+) -> Result<()> {
+    let ok = CHECK_BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < raw_len {
+            b.resize(raw_len, 0);
+        }
+        let out = &mut b[..raw_len];
+        compress::decompress_into(compression, body, out).is_ok()
+            && ChunkId::compute(&key.id_key, out) == *id
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(Error::CorruptBlob {
+        chunk: id.to_hex(),
+        pack: "(not yet packed)".into(),
+        detail: "pre-upload verification failed, nothing was uploaded: the compressed blob does not restore to its content (a compression bug or a memory error)".into(),
+    })
 }
 
 /// Open, decompress and verify one sealed blob read from `pack`.
 pub fn open_blob(key: &MasterKey, pack: &PackId, e: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
-    let bad = |d: String| Error::CorruptBlob {
+    let mut sealed = sealed.to_vec();
+    let body = open_sealed(key, pack, e, &mut sealed)?;
+    // Allocated only once the header's length is vouched for by an authentic blob.
+    let mut plain = vec![0u8; e.raw_len as usize];
+    finish_blob(key, pack, e, body, &mut plain)?;
+    Ok(plain)
+}
+
+/// [`open_blob`] into a caller's buffer: the verified plaintext is written to `dst`, which
+/// must be exactly `e.raw_len` bytes. On error `dst` holds unverified bytes and must not be
+/// used. Only the sealed (compressed) bytes are copied, to decrypt them in place.
+pub fn open_blob_into(
+    key: &MasterKey,
+    pack: &PackId,
+    e: &BlobEntry,
+    sealed: &[u8],
+    dst: &mut [u8],
+) -> Result<()> {
+    let mut sealed = sealed.to_vec();
+    let body = open_sealed(key, pack, e, &mut sealed)?;
+    finish_blob(key, pack, e, body, dst)
+}
+
+fn blob_error(pack: &PackId, e: &BlobEntry, detail: String) -> Error {
+    Error::CorruptBlob {
         chunk: e.id.to_hex(),
         pack: pack.to_hex(),
-        detail: d,
-    };
+        detail,
+    }
+}
+
+/// Check the length and authenticate `sealed` in place; returns the compressed body.
+fn open_sealed<'b>(
+    key: &MasterKey,
+    pack: &PackId,
+    e: &BlobEntry,
+    sealed: &'b mut [u8],
+) -> Result<&'b [u8]> {
     if sealed.len() != e.stored_len as usize {
-        return Err(bad("short read".into()));
+        return Err(blob_error(pack, e, "short read".into()));
     }
-    let body = key
-        .open(&fmt::blob_aad(e.kind, &e.id), sealed)
-        .ok_or_else(|| bad("authentication failed (tampered, truncated or misplaced)".into()))?;
-    let plain = compress::decompress(e.compression, body, e.raw_len as usize).map_err(bad)?;
-    if ChunkId::compute(&key.id_key, &plain) != e.id {
-        return Err(bad("content does not hash to its chunk id".into()));
+    key.open_in_place(&fmt::blob_aad(e.kind, &e.id), sealed)
+        .ok_or_else(|| {
+            blob_error(
+                pack,
+                e,
+                "authentication failed (tampered, truncated or misplaced)".into(),
+            )
+        })
+}
+
+/// Decompress an authentic body into `dst` (exactly `e.raw_len` bytes) and check that it
+/// hashes to the chunk ID.
+fn finish_blob(
+    key: &MasterKey,
+    pack: &PackId,
+    e: &BlobEntry,
+    body: &[u8],
+    dst: &mut [u8],
+) -> Result<()> {
+    if dst.len() != e.raw_len as usize {
+        return Err(blob_error(
+            pack,
+            e,
+            format!(
+                "{} bytes expected where the header says {}",
+                dst.len(),
+                e.raw_len
+            ),
+        ));
     }
-    Ok(plain)
+    compress::decompress_into(e.compression, body, dst).map_err(|d| blob_error(pack, e, d))?;
+    if ChunkId::compute(&key.id_key, dst) != e.id {
+        return Err(blob_error(
+            pack,
+            e,
+            "content does not hash to its chunk id".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Accumulates sealed blobs into one pack.
@@ -129,10 +257,11 @@ impl PackWriter {
     }
 }
 
-/// Re-open a finished pack exactly as a reader would, before it leaves the process: its bytes
-/// hash to its name, the trailer and sealed header parse and agree with the index record, and
-/// every blob authenticates, decompresses to its recorded length and hashes to its chunk ID.
-/// Any failure names the pack; the caller must then upload nothing.
+/// Re-open a finished pack as a reader would, before it leaves the process: its bytes hash to
+/// its name, the trailer and sealed header parse and agree with the index record, and every
+/// blob authenticates under its kind and chunk ID. Together with the check each body passed
+/// before it was sealed (`seal_blob_verified`), every blob is then known to restore to its
+/// content. Any failure names the pack; the caller must then upload nothing.
 pub fn verify_finished(key: &MasterKey, p: &FinishedPack) -> Result<()> {
     let id = &p.record.id;
     let refuse = |detail: String| {
@@ -164,11 +293,17 @@ pub fn verify_finished(key: &MasterKey, p: &FinishedPack) -> Result<()> {
     }
     // Serial, on purpose: this runs in the uploader thread while rayon workers may be blocked
     // handing it the next pack; waiting on rayon here could deadlock (and did).
+    let mut scratch = Vec::new();
     entries.iter().try_for_each(|e| {
-        let sealed = &bytes[e.offset as usize..e.end() as usize];
-        open_blob(key, id, e, sealed)
-            .map(|_| ())
-            .map_err(|err| refuse(err.to_string()))
+        scratch.clear();
+        scratch.extend_from_slice(&bytes[e.offset as usize..e.end() as usize]);
+        match key.open_in_place(&fmt::blob_aad(e.kind, &e.id), &mut scratch) {
+            Some(_) => Ok(()),
+            None => Err(refuse(format!(
+                "blob {} does not authenticate (tampered, truncated or misplaced)",
+                e.id.to_hex()
+            ))),
+        }
     })
 }
 
@@ -244,6 +379,29 @@ mod tests {
             w.add(seal_blob(key, 3, kind, ChunkId::compute(&key.id_key, b), b));
         }
         w.finish(key)
+    }
+
+    #[test]
+    fn seal_time_check_refuses_a_body_that_restores_to_other_bytes() {
+        let key = MasterKey::generate();
+        let plain = b"INSERT INTO t VALUES (1);\n".repeat(500);
+        let id = ChunkId::compute(&key.id_key, &plain);
+        let b = seal_blob_verified(&key, 3, BlobKind::Data, id, &plain).unwrap();
+        assert_eq!(b.compression, Compression::Zstd);
+        // A "compressor" that produced the compression of other bytes.
+        let mut other = plain.clone();
+        other[100] ^= 1;
+        let wrong = compress::compress(3, &other).unwrap();
+        let err = check_body(&key, &id, Compression::Zstd, &wrong, plain.len()).unwrap_err();
+        assert!(err.to_string().contains(&id.to_hex()), "{err}");
+        assert!(err.to_string().contains("pre-upload verification"), "{err}");
+        // Garbage that does not decompress, a wrong length, and raw bytes that differ.
+        assert!(check_body(&key, &id, Compression::Zstd, &wrong[1..], plain.len()).is_err());
+        assert!(check_body(&key, &id, Compression::Zstd, &wrong, plain.len() + 1).is_err());
+        assert!(check_body(&key, &id, Compression::None, &other, plain.len()).is_err());
+        check_body(&key, &id, Compression::None, &plain, plain.len()).unwrap();
+        // A plain-text flip after hashing (the ID no longer matches the bytes) is caught too.
+        assert!(seal_blob_verified(&key, 3, BlobKind::Data, id, &other).is_err());
     }
 
     #[test]

@@ -41,8 +41,12 @@ pub fn run(data: &[u8]) {
             let _ = open_blob(&key, &pack, &entry, body);
         }
         1 => {
-            let expected =
-                compress::decompress(entry.compression, body.to_vec(), entry.raw_len as usize).ok();
+            let expected = {
+                let mut out = vec![0u8; entry.raw_len as usize];
+                compress::decompress_into(entry.compression, body, &mut out)
+                    .ok()
+                    .map(|()| out)
+            };
             if let Some(plain) = &expected {
                 entry.id = ChunkId::compute(&key.id_key, plain);
             }

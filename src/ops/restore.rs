@@ -22,8 +22,11 @@ use crate::repo::Repo;
 use crate::snapshot::SnapshotEntry;
 use crate::tree::LeafWalker;
 
-/// Leaves per batch and the largest single coalesced read.
+/// A batch ends at this many leaves or this many bytes of output, whichever comes first (the
+/// byte bound keeps memory flat when chunks are large: three batches are alive at most).
 const BATCH_LEAVES: usize = 1024;
+const BATCH_BYTES: u64 = 16 * 1024 * 1024;
+/// The largest single coalesced read.
 const MAX_READ: u64 = 8 * 1024 * 1024;
 /// Blobs of one pack at most this far apart share a read; the gap's bytes are fetched and
 /// dropped. A request costs far more than 256 KiB of transfer on object stores (Garage spent
@@ -123,9 +126,13 @@ struct Fetcher<'a> {
     pool: &'a rayon::ThreadPool,
 }
 
-/// Fetch, open and verify one batch of leaves; returns their plaintexts in order and the
-/// number of ranged reads made.
-fn fetch_batch(f: Fetcher<'_>, leaves: &[TreeEntry]) -> Result<(Vec<Vec<u8>>, u64)> {
+/// One planned read and, for each blob it carries, where its plaintext goes.
+type ReadJob<'r, 'b> = (&'r Read, Vec<(&'b mut [u8], &'r BlobEntry)>);
+
+/// Fetch, open and verify one batch of leaves into `buf` (reused between batches), which
+/// comes back holding exactly the batch's plaintext, in stream order; also returns the number
+/// of ranged reads made. Every blob is decompressed straight into its place in `buf`.
+fn fetch_batch(f: Fetcher<'_>, leaves: &[TreeEntry], mut buf: Vec<u8>) -> Result<(Vec<u8>, u64)> {
     let Fetcher {
         backend,
         key,
@@ -133,29 +140,46 @@ fn fetch_batch(f: Fetcher<'_>, leaves: &[TreeEntry]) -> Result<(Vec<Vec<u8>>, u6
         pool,
     } = f;
     let reads = plan_reads(index, leaves)?;
+    let total: usize = leaves.iter().map(|l| l.len as usize).sum();
+    // Stale bytes are harmless: every byte of `buf[..total]` is overwritten below or the
+    // batch fails. Only growth pays for zeroing.
+    if buf.len() < total {
+        buf.resize(total, 0);
+    }
+    buf.truncate(total);
+    // One disjoint output slice per leaf position, handed to the read that carries it.
+    let mut slots: Vec<Option<&mut [u8]>> = Vec::with_capacity(leaves.len());
+    let mut rest = &mut buf[..];
+    for l in leaves {
+        let (slot, tail) = std::mem::take(&mut rest).split_at_mut(l.len as usize);
+        slots.push(Some(slot));
+        rest = tail;
+    }
+    let jobs: Vec<ReadJob<'_, '_>> = reads
+        .iter()
+        .map(|r| {
+            let outs = r
+                .blobs
+                .iter()
+                .map(|(i, e)| (slots[*i].take().expect("each position is planned once"), e))
+                .collect();
+            (r, outs)
+        })
+        .collect();
     // The pool is sized for the backend's latency: reads from S3 overlap many at a time.
-    let opened: Vec<Vec<(usize, Vec<u8>)>> = pool.install(|| {
-        reads
-            .par_iter()
-            .map(|r| -> Result<Vec<(usize, Vec<u8>)>> {
+    pool.install(|| {
+        jobs.into_par_iter()
+            .try_for_each(|(r, outs)| -> Result<()> {
                 let bytes =
                     crate::repo::get_pack_range(backend, &r.pack, r.start, r.end - r.start)?;
-                r.blobs
-                    .par_iter()
-                    .map(|(i, e)| {
-                        let s = (e.offset as u64 - r.start) as usize;
-                        let sealed = &bytes[s..s + e.stored_len as usize];
-                        crate::pack::open_blob(key, &r.pack, e, sealed).map(|p| (*i, p))
-                    })
-                    .collect()
+                outs.into_par_iter().try_for_each(|(dst, e)| {
+                    let s = (e.offset as u64 - r.start) as usize;
+                    let sealed = &bytes[s..s + e.stored_len as usize];
+                    crate::pack::open_blob_into(key, &r.pack, e, sealed, dst)
+                })
             })
-            .collect::<Result<_>>()
     })?;
-    let mut out = vec![Vec::new(); leaves.len()];
-    for (i, p) in opened.into_iter().flatten() {
-        out[i] = p;
-    }
-    Ok((out, reads.len() as u64))
+    Ok((buf, reads.len() as u64))
 }
 
 fn join_worker<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
@@ -203,39 +227,47 @@ pub fn restore(
         pool: &pool,
     };
     std::thread::scope(|scope| -> Result<()> {
-        // The batch being fetched by the worker while this thread writes the previous one.
-        let mut inflight: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+        // The batch being fetched by the worker while this thread writes the previous one,
+        // with its leaf count; output buffers go back and forth between the two.
+        let mut inflight: Option<(std::thread::ScopedJoinHandle<'_, _>, u64)> = None;
+        let mut spare: Vec<Vec<u8>> = Vec::new();
         loop {
             // Tree nodes are loaded here, on the caller's thread (they need the cache).
             let mut batch = Vec::with_capacity(BATCH_LEAVES);
-            while batch.len() < BATCH_LEAVES {
+            let mut bytes = 0u64;
+            while batch.len() < BATCH_LEAVES && bytes < BATCH_BYTES {
                 match walker.next_leaf()? {
-                    Some(e) => batch.push(e),
+                    Some(e) => {
+                        bytes += e.len;
+                        batch.push(e);
+                    }
                     None => break,
                 }
             }
             if crate::signals::interrupted() {
                 return Err(Error::Interrupted);
             }
-            let next = (!batch.is_empty()).then(|| {
-                std::thread::Builder::new()
+            let next = if batch.is_empty() {
+                None
+            } else {
+                let n = batch.len() as u64;
+                let buf = spare.pop().unwrap_or_default();
+                let h = std::thread::Builder::new()
                     .name("restore-fetch".into())
-                    .spawn_scoped(scope, move || fetch_batch(fetcher, &batch))
-            });
-            let next = match next {
-                Some(h) => Some(h.map_err(|e| Error::io("spawn restore worker", e))?),
-                None => None,
+                    .spawn_scoped(scope, move || fetch_batch(fetcher, &batch, buf))
+                    .map_err(|e| Error::io("spawn restore worker", e))?;
+                Some((h, n))
             };
-            if let Some(h) = inflight.take() {
-                let (plain, reads): (Vec<Vec<u8>>, u64) = join_worker(h)?;
+            if let Some((h, n)) = inflight.take() {
+                let (plain, reads): (Vec<u8>, u64) = join_worker(h)?;
                 stats.reads += reads;
-                for p in plain {
-                    hasher.update(&p);
-                    out.write_all(&p)
-                        .map_err(|e| Error::io("write output", e))?;
-                    stats.bytes_written += p.len() as u64;
-                    stats.chunks += 1;
-                }
+                // 16 MiB at a time: the whole-stream hash runs on both cores.
+                hasher.update_rayon(&plain);
+                out.write_all(&plain)
+                    .map_err(|e| Error::io("write output", e))?;
+                stats.bytes_written += plain.len() as u64;
+                stats.chunks += n;
+                spare.push(plain);
                 progress(&stats);
             }
             match next {
