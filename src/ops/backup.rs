@@ -48,8 +48,8 @@ pub struct BackupOptions {
     pub time: Option<DateTime<Utc>>,
     pub stream_name: String,
     pub allow_empty: bool,
-    /// Skip re-opening each finished pack before its upload (`pack::verify_finished`). Off by
-    /// default: only for benchmarking the verification's cost.
+    /// Skip the pre-upload verification (`pack::seal_blob_verified` and
+    /// `pack::verify_finished`). Off by default: only for benchmarking the verification's cost.
     pub skip_pack_verification: bool,
     /// Commit a stream that `dumpkind` judges an evidently truncated dump (default: refuse).
     pub allow_truncated: bool,
@@ -81,6 +81,7 @@ pub struct BackupResult {
 struct Store<'a> {
     key: &'a crate::crypto::MasterKey,
     zstd_level: i32,
+    verify: bool,
     index: &'a Index,
     pending: HashSet<ChunkId>,
     packer: PackWriter,
@@ -120,6 +121,7 @@ impl<'a> Store<'a> {
         Ok(Store {
             key: &repo.key,
             zstd_level: repo.config.zstd_level,
+            verify,
             index,
             pending: HashSet::new(),
             packer: PackWriter::new(repo.config.pack_target),
@@ -198,11 +200,20 @@ impl<'a> Store<'a> {
                 todo.push(i);
             }
         }
-        let level = self.zstd_level;
+        let (level, verify) = (self.zstd_level, self.verify);
         let sealed: Vec<_> = todo
             .par_iter()
-            .map(|&i| seal_blob(key, level, BlobKind::Data, ids[i], &data[ranges[i].clone()]))
-            .collect();
+            .map(|&i| {
+                seal(
+                    key,
+                    level,
+                    verify,
+                    BlobKind::Data,
+                    ids[i],
+                    &data[ranges[i].clone()],
+                )
+            })
+            .collect::<Result<_>>()?;
         self.stats.chunks += ranges.len() as u64;
         self.stats.new_chunks += sealed.len() as u64;
         for b in sealed {
@@ -226,10 +237,33 @@ impl NodeSink for Store<'_> {
         if !self.is_known(&id) {
             self.pending.insert(id);
             self.stats.tree_blobs += 1;
-            let b = seal_blob(self.key, self.zstd_level, BlobKind::Tree, id, &plaintext);
+            let b = seal(
+                self.key,
+                self.zstd_level,
+                self.verify,
+                BlobKind::Tree,
+                id,
+                &plaintext,
+            )?;
             self.add_sealed(b)?;
         }
         Ok(id)
+    }
+}
+
+/// Compress and seal one blob, checked before sealing unless verification is off.
+fn seal(
+    key: &crate::crypto::MasterKey,
+    level: i32,
+    verify: bool,
+    kind: BlobKind,
+    id: ChunkId,
+    plain: &[u8],
+) -> Result<crate::pack::SealedBlob> {
+    if verify {
+        crate::pack::seal_blob_verified(key, level, kind, id, plain)
+    } else {
+        Ok(seal_blob(key, level, kind, id, plain))
     }
 }
 
@@ -454,7 +488,7 @@ fn store_streams(
 ///
 /// Two stages overlap: this thread reads and cuts block N+1 (the reader need not be `Send`)
 /// while a worker hashes (whole stream and chunk IDs, in parallel), dedups, seals and packs
-/// block N. The channel holds one block, so at most three blocks (~24 MiB) are in memory.
+/// block N. The channel holds one block, so at most three blocks (~6 MiB) are in memory.
 fn chunk_stream(
     repo: &Repo,
     store: &mut Store<'_>,
