@@ -23,8 +23,8 @@ use dumpvault::id::{ChunkId, ObjectId};
 use dumpvault::pack;
 
 /// Chunk size for the per-chunk stages: the default average (`chunker::DEFAULT_AVG`).
-const CHUNK: usize = 32 * 1024;
-/// The per-chunk stages run over the first 8 MiB of the stream (256 chunks): enough to average
+const CHUNK: usize = chunker::DEFAULT_AVG as usize;
+/// The per-chunk stages run over the first 8 MiB of the stream (512 chunks): enough to average
 /// over the content, short enough for many iterations per sample.
 const SLICE: usize = 8 * common::MIB;
 const ZSTD_LEVEL: i32 = 3;
@@ -71,7 +71,7 @@ fn chunking(c: &mut Criterion) {
     g.bench_function("cut_points_64MiB", |b| {
         b.iter(|| chunker::cut_points(black_box(data), p))
     });
-    // What backup actually runs: 8 MiB blocks read through `Read`, carry-over between blocks.
+    // What backup actually runs: 2 MiB blocks read through `Read`, carry-over between blocks.
     g.bench_function("chunker_stream_64MiB", |b| {
         b.iter(|| {
             let mut chunker = Chunker::new(black_box(data), p);
