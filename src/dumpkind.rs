@@ -33,7 +33,10 @@ const PG_ALL: &[u8] = b"--\n-- PostgreSQL database cluster dump\n";
 const PG_PLAIN_DONE: &[u8] = b"-- PostgreSQL database dump complete";
 const PG_ALL_DONE: &[u8] = b"-- PostgreSQL database cluster dump complete";
 
-static CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_REDIS);
+/// Slice-by-16 tables: with the byte-at-a-time default, the CRC took 17 % of a Redis backup's
+/// CPU (perf, 82 MB RDB), on the serial path beside the stream hash.
+type Crc64Impl = crc::Table<16>;
+static CRC64: crc::Crc<u64, Crc64Impl> = crc::Crc::<u64, Crc64Impl>::new(&crc::CRC_64_REDIS);
 
 /// What a stream was recognised as; stored (optionally) in the snapshot's stream as `dump`.
 /// `kind` is a string, not an enum, so that a reader meets kinds added later without rejecting
@@ -106,7 +109,7 @@ pub struct Sniffer {
     tail: Vec<u8>,
     size: u64,
     /// RDB only: CRC over every byte except the held-back last eight.
-    crc: Option<crc::Digest<'static, u64>>,
+    crc: Option<crc::Digest<'static, u64, Crc64Impl>>,
     /// RDB only: the last (up to) eight bytes seen, not yet fed to `crc`.
     held: Vec<u8>,
     /// RDB only: the last byte fed to `crc` (the one just before `held`).
