@@ -79,51 +79,46 @@ impl<R: Read> Chunker<R> {
         self.bytes_read
     }
 
-    fn fill(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        // Zero the block once, not once per read: a pipe returns 64 KiB per read, and
-        // re-zeroing the rest of a multi-MiB block each time cost more than the chunking.
-        let mut filled = buf.len();
-        if filled < self.block {
-            buf.resize(self.block, 0);
-        }
-        let result = loop {
-            if filled >= self.block || self.eof {
-                break Ok(());
-            }
+    /// Read into `buf[filled..]` until the block is full or the stream ends; `buf` is at
+    /// least a block long. Returns how many bytes of `buf` hold data.
+    fn fill(&mut self, buf: &mut [u8], mut filled: usize) -> Result<usize> {
+        while filled < self.block && !self.eof {
             if crate::signals::interrupted() {
-                break Err(Error::Interrupted);
+                return Err(Error::Interrupted);
             }
-            match self.reader.read(&mut buf[filled..]) {
+            match self.reader.read(&mut buf[filled..self.block]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     filled += n;
                     self.bytes_read += n as u64;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(Error::io("read input", e)),
+                Err(e) => return Err(Error::io("read input", e)),
             }
-        };
-        buf.truncate(filled);
-        result
+        }
+        Ok(filled)
     }
 
     /// The next block with its chunks, or `None` at the end of the stream.
     pub fn next_batch(&mut self) -> Result<Option<Batch>> {
-        let mut buf = match self.spare.pop() {
-            Some(mut b) => {
-                b.clear();
-                b
-            }
-            None => Vec::with_capacity(self.block),
-        };
-        buf.append(&mut self.carry);
-        self.fill(&mut buf)?;
+        // A recycled block keeps its (stale, initialized) bytes: it is overwritten, never
+        // zeroed again; only a new block is zeroed, once. (Re-zeroing every block was a memset
+        // of the whole stream on the reader thread: 0.9 % of an incremental backup's CPU.)
+        let mut buf = self.spare.pop().unwrap_or_default();
+        if buf.len() < self.block {
+            buf.resize(self.block, 0);
+        }
+        let carried = self.carry.len();
+        buf[..carried].copy_from_slice(&self.carry);
+        let filled = self.fill(&mut buf, carried)?;
+        buf.truncate(filled);
         if buf.is_empty() {
             return Ok(None);
         }
         let chunks = cut_block(&buf, self.eof, self.params);
         let pos = chunks.last().map_or(0, |r| r.end);
-        self.carry = buf[pos..].to_vec();
+        self.carry.clear();
+        self.carry.extend_from_slice(&buf[pos..]);
         buf.truncate(pos);
         Ok(Some(Batch {
             data: Arc::new(buf),
