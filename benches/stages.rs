@@ -89,7 +89,7 @@ fn chunk_ids(c: &mut Criterion) {
     let key = key();
     let mut g = c.benchmark_group("chunk_id");
     g.throughput(Throughput::Bytes(SLICE as u64));
-    g.bench_function("keyed_blake3_32KiB", |b| {
+    g.bench_function(format!("keyed_blake3_{}KiB", CHUNK / 1024), |b| {
         b.iter(|| {
             for ch in chunks() {
                 black_box(ChunkId::compute(&key.id_key, black_box(ch)));
@@ -112,7 +112,7 @@ fn zstd(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("zstd");
     g.throughput(Throughput::Bytes(SLICE as u64));
-    g.bench_function("compress_level3_32KiB", |b| {
+    g.bench_function(format!("compress_level3_{}KiB", CHUNK / 1024), |b| {
         b.iter(|| {
             for ch in chunks() {
                 black_box(compress::compress(ZSTD_LEVEL, black_box(ch)));
@@ -128,7 +128,7 @@ fn seal(c: &mut Criterion) {
     let mut g = c.benchmark_group("seal");
     g.throughput(Throughput::Bytes(SLICE as u64));
     // Includes one getrandom(2) call per item for the fresh nonce, as in production.
-    g.bench_function("xchacha20poly1305_32KiB", |b| {
+    g.bench_function(format!("xchacha20poly1305_{}KiB", CHUNK / 1024), |b| {
         b.iter(|| {
             for ch in chunks() {
                 black_box(key.seal(&aad, black_box(ch)));
@@ -163,7 +163,7 @@ fn blobs(c: &mut Criterion) {
     let mut g = c.benchmark_group("blob");
     g.throughput(Throughput::Bytes(SLICE as u64));
     // Backup's per-new-chunk work after hashing: compress (when it helps) and seal.
-    g.bench_function("seal_blob_32KiB", |b| {
+    g.bench_function(format!("seal_blob_{}KiB", CHUNK / 1024), |b| {
         b.iter(|| {
             for (ch, id) in chunks().zip(&ids) {
                 black_box(pack::seal_blob(
@@ -176,8 +176,19 @@ fn blobs(c: &mut Criterion) {
             }
         })
     });
+    // The same with the pre-upload check backup runs by default: decompress and re-hash.
+    g.bench_function(format!("seal_blob_verified_{}KiB", CHUNK / 1024), |b| {
+        b.iter(|| {
+            for (ch, id) in chunks().zip(&ids) {
+                black_box(
+                    pack::seal_blob_verified(&key, ZSTD_LEVEL, BlobKind::Data, *id, black_box(ch))
+                        .expect("verifies"),
+                );
+            }
+        })
+    });
     // Restore's per-chunk work after the read: open, decompress, re-hash and compare.
-    g.bench_function("open_blob_32KiB", |b| {
+    g.bench_function(format!("open_blob_{}KiB", CHUNK / 1024), |b| {
         b.iter(|| {
             for (e, bytes) in &sealed {
                 let plain = pack::open_blob(&key, &pack_id, e, bytes).expect("authentic blob");

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -238,4 +238,76 @@ pub fn is_root() -> bool {
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+/// A private redis-server on 127.0.0.1 and a free port, with no persistence of its own; killed
+/// on drop. It loads `dump.rdb` from its directory at start when there is one.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl RedisServer {
+    /// A server with an empty directory of its own.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        RedisServer::spawn(&path, Some(dir))
+    }
+
+    /// A server working in `dir` (loading `dir/dump.rdb` if it exists).
+    pub fn start_in(dir: &Path) -> RedisServer {
+        RedisServer::spawn(dir, None)
+    }
+
+    fn spawn(dir: &Path, owned: Option<tempfile::TempDir>) -> RedisServer {
+        assert!(
+            have("redis-server") && have("redis-cli") && have("redis-check-rdb"),
+            "redis-server / redis-cli / redis-check-rdb missing: run scripts/install-test-deps.sh"
+        );
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--dbfilename", "dump.rdb"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = RedisServer {
+            child,
+            port,
+            _dir: owned,
+        };
+        let t0 = std::time::Instant::now();
+        while r.cli(&["PING"]) != "PONG" {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "redis did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        r
+    }
+
+    /// Run `redis-cli` against this server; its trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,69 +1,9 @@
 //! End to end with a real Redis: an RDB from `redis-cli --rdb` → backup → restore, accepted by
 //! `redis-check-rdb` and loaded by a fresh `redis-server` with the same keys.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use crate::common::*;
-
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(dir: &Path) -> Redis {
-        assert!(
-            have("redis-server"),
-            "redis-server is not installed: run scripts/install-test-deps.sh"
-        );
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .args(["--dbfilename", "dump.rdb", "--appendonly", "no"])
-            .args(["--repl-diskless-sync-delay", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let r = Redis { child, port };
-        let t0 = Instant::now();
-        while r.cli(&["PING"]) != "PONG" {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "redis did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn redis_rdb_backup_restore_loads_in_fresh_server() {
@@ -74,7 +14,7 @@ fn redis_rdb_backup_restore_loads_in_fresh_server() {
 pub fn redis_scenario(env: &Env) {
     let src_dir = env.dir.path().join("redis-src");
     std::fs::create_dir(&src_dir).unwrap();
-    let r = Redis::start(&src_dir);
+    let r = RedisServer::start_in(&src_dir);
     // A few thousand keys of several types, via a pipeline.
     let mut script = String::new();
     for i in 0..5000 {
@@ -138,7 +78,7 @@ pub fn redis_scenario(env: &Env) {
         String::from_utf8_lossy(&check.stdout),
         stderr(&check)
     );
-    let r2 = Redis::start(&restored_dir);
+    let r2 = RedisServer::start_in(&restored_dir);
     assert_eq!(r2.cli(&["DBSIZE"]), "5505");
     assert_eq!(r2.cli(&["HGET", "cart:120", "qty"]), (120 % 7).to_string());
     assert_eq!(

@@ -3,92 +3,34 @@
 //! and Redis servers started here.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::common::*;
 
-/// A private redis-server on a free port, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        assert!(
-            have("redis-server") && have("redis-cli") && have("redis-check-rdb"),
-            "redis-server / redis-cli / redis-check-rdb missing: run scripts/install-test-deps.sh"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let r = Redis {
-            child,
-            port,
-            _dir: dir,
-        };
-        let t0 = Instant::now();
-        while r.cli(&["PING"]) != "PONG" {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "redis did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+/// Store `n` keys with distinct pseudo-random values (seeded), in batches.
+fn fill_redis(r: &RedisServer, n: usize, seed: u64) {
+    let data = noise(n * 48, seed);
+    for batch in 0..n.div_ceil(500) {
+        let mut args = vec!["MSET".to_string()];
+        for i in batch * 500..((batch + 1) * 500).min(n) {
+            args.push(format!("key:{seed}:{i}"));
+            args.push(hex::encode(&data[i * 48..i * 48 + 48]));
         }
-        r
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Store `n` keys with distinct pseudo-random values (seeded), in batches.
-    fn fill(&self, n: usize, seed: u64) {
-        let data = noise(n * 48, seed);
-        for batch in 0..n.div_ceil(500) {
-            let mut args = vec!["MSET".to_string()];
-            for i in batch * 500..((batch + 1) * 500).min(n) {
-                args.push(format!("key:{seed}:{i}"));
-                args.push(hex::encode(&data[i * 48..i * 48 + 48]));
-            }
-            let a: Vec<&str> = args.iter().map(String::as_str).collect();
-            assert_eq!(self.cli(&a), "OK");
-        }
-    }
-
-    /// The RDB `redis-cli --rdb` fetches, as bytes.
-    fn rdb(&self, dir: &Path) -> Vec<u8> {
-        let path = dir.join(format!("dump-{}.rdb", self.port));
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--rdb"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "redis-cli --rdb: {}", stderr(&out));
-        std::fs::read(&path).unwrap()
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(r.cli(&a), "OK");
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The RDB `redis-cli --rdb` fetches, as bytes.
+fn fetch_rdb(r: &RedisServer, dir: &Path) -> Vec<u8> {
+    let path = dir.join(format!("dump-{}.rdb", r.port));
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--rdb"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "redis-cli --rdb: {}", stderr(&out));
+    std::fs::read(&path).unwrap()
 }
 
 fn packs(env: &Env) -> Vec<PathBuf> {
@@ -110,10 +52,10 @@ fn snapshot<'a>(list: &'a [serde_json::Value], id: &str) -> &'a serde_json::Valu
 /// 11; `snapshots --json` and `snapshots` show each verdict.
 #[test]
 fn drill_with_redis_check_rdb_records_success_and_failure() {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let env = Env::new();
-    redis.fill(2000, 1);
-    let good = redis.rdb(env.dir.path());
+    fill_redis(&redis, 2000, 1);
+    let good = fetch_rdb(&redis, env.dir.path());
     let good_id = env.backup(&good, &["--name", "cache"]);
 
     let out = env.run(
@@ -134,9 +76,9 @@ fn drill_with_redis_check_rdb_records_success_and_failure() {
 
     // A second series whose packs are its own (fresh random values), then damaged.
     let before = packs(&env);
-    let other = Redis::start();
-    other.fill(3000, 2);
-    let bad_id = env.backup(&other.rdb(env.dir.path()), &["--name", "sessions"]);
+    let other = RedisServer::start();
+    fill_redis(&other, 3000, 2);
+    let bad_id = env.backup(&fetch_rdb(&other, env.dir.path()), &["--name", "sessions"]);
     let new_packs: Vec<_> = packs(&env)
         .into_iter()
         .filter(|p| !before.contains(p))
@@ -666,9 +608,9 @@ fn truncated_dumps_are_refused_and_kinds_recorded() {
     assert_eq!(kind_of(&id)["compression"], "none");
 
     // Redis: a real RDB records its kind; cut or with a flipped byte it is refused.
-    let redis = Redis::start();
-    redis.fill(3000, 20);
-    let rdb = redis.rdb(env.dir.path());
+    let redis = RedisServer::start();
+    fill_redis(&redis, 3000, 20);
+    let rdb = fetch_rdb(&redis, env.dir.path());
     let id = env.backup(&rdb, &["--name", "redis"]);
     let d = kind_of(&id);
     assert_eq!(
