@@ -5,7 +5,8 @@
 //! pack are fetched with one ranged read, reads and decryption run in parallel (rayon), and
 //! output is written in order. Batches are pipelined: while the caller's thread hashes and
 //! writes batch N, a worker fetches and opens batch N+1, so the serial part (whole-stream hash,
-//! output) overlaps with the parallel part. At most two batches are in memory at once. Every blob is verified (AEAD and keyed hash) before a byte of it
+//! output) overlaps with the parallel part. Latency-bound stores (S3) fetch up to three
+//! batches ahead. Every blob is verified (AEAD and keyed hash) before a byte of it
 //! is written, and the whole-stream BLAKE3 and size are checked at the end. When the output is
 //! a file, the caller writes to a temporary name and renames only after this returns Ok.
 
@@ -226,54 +227,58 @@ pub fn restore(
         index,
         pool: &pool,
     };
+    // Batches fetched ahead while this thread writes: one for a local disk (its reads are
+    // CPU-bound and the pool already uses every core), more for latency-bound stores, whose
+    // pool is larger than the machine. Each costs one batch buffer (<= 16 MiB).
+    let ahead = (repo.backend.read_concurrency() / rayon::current_num_threads().max(1)).clamp(1, 3);
     std::thread::scope(|scope| -> Result<()> {
-        // The batch being fetched by the worker while this thread writes the previous one,
-        // with its leaf count; output buffers go back and forth between the two.
-        let mut inflight: Option<(std::thread::ScopedJoinHandle<'_, _>, u64)> = None;
+        // Batches being fetched by workers, oldest first, with their leaf counts; output
+        // buffers go back and forth between the workers and this thread.
+        let mut inflight = std::collections::VecDeque::new();
         let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut walked_all = false;
         loop {
-            // Tree nodes are loaded here, on the caller's thread (they need the cache).
-            let mut batch = Vec::with_capacity(BATCH_LEAVES);
-            let mut bytes = 0u64;
-            while batch.len() < BATCH_LEAVES && bytes < BATCH_BYTES {
-                match walker.next_leaf()? {
-                    Some(e) => {
-                        bytes += e.len;
-                        batch.push(e);
+            while !walked_all && inflight.len() <= ahead {
+                // Tree nodes are loaded here, on the caller's thread (they need the cache).
+                let mut batch = Vec::with_capacity(BATCH_LEAVES);
+                let mut bytes = 0u64;
+                while batch.len() < BATCH_LEAVES && bytes < BATCH_BYTES {
+                    match walker.next_leaf()? {
+                        Some(e) => {
+                            bytes += e.len;
+                            batch.push(e);
+                        }
+                        None => break,
                     }
-                    None => break,
                 }
-            }
-            if crate::signals::interrupted() {
-                return Err(Error::Interrupted);
-            }
-            let next = if batch.is_empty() {
-                None
-            } else {
+                if crate::signals::interrupted() {
+                    return Err(Error::Interrupted);
+                }
+                if batch.is_empty() {
+                    walked_all = true;
+                    break;
+                }
                 let n = batch.len() as u64;
                 let buf = spare.pop().unwrap_or_default();
                 let h = std::thread::Builder::new()
                     .name("restore-fetch".into())
                     .spawn_scoped(scope, move || fetch_batch(fetcher, &batch, buf))
                     .map_err(|e| Error::io("spawn restore worker", e))?;
-                Some((h, n))
+                inflight.push_back((h, n));
+            }
+            let Some((h, n)) = inflight.pop_front() else {
+                return Ok(());
             };
-            if let Some((h, n)) = inflight.take() {
-                let (plain, reads): (Vec<u8>, u64) = join_worker(h)?;
-                stats.reads += reads;
-                // 16 MiB at a time: the whole-stream hash runs on both cores.
-                hasher.update_rayon(&plain);
-                out.write_all(&plain)
-                    .map_err(|e| Error::io("write output", e))?;
-                stats.bytes_written += plain.len() as u64;
-                stats.chunks += n;
-                spare.push(plain);
-                progress(&stats);
-            }
-            match next {
-                Some(h) => inflight = Some(h),
-                None => return Ok(()),
-            }
+            let (plain, reads): (Vec<u8>, u64) = join_worker(h)?;
+            stats.reads += reads;
+            // 16 MiB at a time: the whole-stream hash runs on both cores.
+            hasher.update_rayon(&plain);
+            out.write_all(&plain)
+                .map_err(|e| Error::io("write output", e))?;
+            stats.bytes_written += plain.len() as u64;
+            stats.chunks += n;
+            spare.push(plain);
+            progress(&stats);
         }
     })?;
     out.flush().map_err(|e| Error::io("write output", e))?;
