@@ -1,9 +1,11 @@
 //! Backup: stream → chunks → new blobs sealed into packs → chunk-list tree → index → snapshot.
 //!
-//! Threads: the caller's thread reads and chunks (serial, large blocks); per block, keyed
-//! hashing and compression+sealing of new chunks run on rayon in order-preserving batches; one
-//! uploader thread puts finished packs, fed through a bounded channel, so uploads overlap with
-//! chunking and at most `PACKS_IN_FLIGHT` packs wait in memory (backpressure).
+//! Threads: the caller's thread reads 2 MiB blocks and cuts each (its two halves in parallel
+//! on rayon, `chunker::cut_block`); a worker thread takes block N while block N+1 is read: the
+//! whole-stream hash, keyed chunk hashing, dedup, and compression + pre-seal check + sealing of
+//! new chunks run on rayon in order-preserving batches; pack uploader threads put finished
+//! packs (after `pack::verify_finished`), fed through a bounded channel, so uploads overlap
+//! with chunking and at most `PACKS_IN_FLIGHT` packs wait in memory (backpressure).
 //!
 //! A snapshot may hold several named streams (`backup_streams`): they are read one after
 //! another through the same dedup state and packs, so the snapshot is atomic — all its streams
