@@ -17,12 +17,6 @@ use dumpvault::repo::{OpenOptions, Repo};
 
 use crate::common::*;
 
-const EXIT_ERROR: i32 = 1;
-const EXIT_WRONG_PASSWORD: i32 = 4;
-const EXIT_PRODUCER: i32 = 6;
-const EXIT_UNSUPPORTED: i32 = 8;
-const EXIT_INTERRUPTED: i32 = 130;
-
 /// Every file but packs, with its bytes: what a failed backup must leave exactly as it was.
 /// Packs may only have been added (unreferenced), never changed or removed.
 struct Before {
@@ -79,21 +73,7 @@ fn wrong_password_on_every_other_command_changes_nothing() {
         vec!["key", "add"],
         vec!["backup", "--name", "x", "--", "echo", "hi"],
     ] {
-        let out = env
-            .cmd()
-            .env("DUMPVAULT_PASSWORD", "wrong")
-            .env("DUMPVAULT_NEW_PASSWORD", "another")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(EXIT_WRONG_PASSWORD),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert!(stderr(&out).contains("password"), "{}", stderr(&out));
-        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_wrong_password_refused(&env, &args);
     }
     assert_unchanged(&env, &b, false, "wrong password");
 }

@@ -3,14 +3,6 @@
 
 use crate::common::*;
 
-const EXIT_NO_REPO: i32 = 3;
-const EXIT_WRONG_PASSWORD: i32 = 4;
-const EXIT_LOCK_HELD: i32 = 5;
-const EXIT_PRODUCER: i32 = 6;
-const EXIT_UNSUPPORTED: i32 = 8;
-const EXIT_NOT_FOUND: i32 = 9;
-const EXIT_INTERRUPTED: i32 = 130;
-
 #[test]
 fn stdin_round_trip_is_byte_exact_and_second_day_dedups() {
     let env = Env::new();
@@ -97,20 +89,7 @@ fn wrong_password_exits_4_and_writes_nothing() {
         vec!["snapshots"],
         vec!["restore", "latest"],
     ] {
-        let out = env
-            .cmd()
-            .env("DUMPVAULT_PASSWORD", "wrong")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(EXIT_WRONG_PASSWORD),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert!(stderr(&out).contains("password"), "{}", stderr(&out));
-        assert!(out.stdout.is_empty());
+        assert_wrong_password_refused(&env, &args);
     }
     assert_eq!(
         env.fingerprint(),

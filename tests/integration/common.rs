@@ -7,6 +7,22 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
+// Exit codes, as documented in the README's "Exit codes" table.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_NO_REPO: i32 = 3;
+pub const EXIT_WRONG_PASSWORD: i32 = 4;
+pub const EXIT_LOCK_HELD: i32 = 5;
+pub const EXIT_PRODUCER: i32 = 6;
+pub const EXIT_CORRUPT: i32 = 7;
+/// fsck's name for exit 7: it found damage.
+pub const EXIT_DAMAGED: i32 = EXIT_CORRUPT;
+pub const EXIT_UNSUPPORTED: i32 = 8;
+pub const EXIT_NOT_FOUND: i32 = 9;
+pub const EXIT_INCOMPLETE: i32 = 10;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_dumpvault")
 }
@@ -310,4 +326,24 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Run `args` with a wrong password (and a new password for `key add`/`passwd`): exit 4, an
+/// error that says "password", and nothing on stdout.
+pub fn assert_wrong_password_refused(env: &Env, args: &[&str]) {
+    let out = env
+        .cmd()
+        .env("DUMPVAULT_PASSWORD", "wrong")
+        .env("DUMPVAULT_NEW_PASSWORD", "another")
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_WRONG_PASSWORD),
+        "{args:?}: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("password"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{args:?}");
 }

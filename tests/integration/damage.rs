@@ -3,8 +3,6 @@
 
 use crate::common::*;
 
-const EXIT_CORRUPT: i32 = 7;
-
 fn env_with_data() -> (Env, Vec<u8>) {
     let env = Env::new();
     let mut data = sql_like(100_000, 11);

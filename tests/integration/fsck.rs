@@ -11,12 +11,6 @@ use serde_json::Value;
 
 use crate::common::*;
 
-const EXIT_OK: i32 = 0;
-const EXIT_USAGE: i32 = 2;
-const EXIT_WRONG_PASSWORD: i32 = 4;
-const EXIT_DAMAGED: i32 = 7;
-const EXIT_INCOMPLETE: i32 = 10;
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
 

@@ -6,9 +6,6 @@ use std::process::Output;
 
 use crate::common::*;
 
-const EXIT_USAGE: i32 = 2;
-const EXIT_PRODUCER: i32 = 6;
-const EXIT_CORRUPT: i32 = 7;
 const TARGET_PASSWORD: &str = "a different target password";
 
 fn write(env: &Env, name: &str, data: &[u8]) -> PathBuf {

@@ -21,9 +21,6 @@ use dumpvault::repo::{OpenOptions, Repo};
 
 use crate::common::*;
 
-const EXIT_CORRUPT: i32 = 7;
-const EXIT_NOT_FOUND: i32 = 9;
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Pack,
