@@ -99,7 +99,11 @@ CREATE TABLE public.orders (
 );
 ";
 
-/// Exactly `len` bytes of SQL-dump-like text; the same `(len, seed)` always gives the same bytes.
+/// How a complete plain pg_dump ends; backup refuses a pg_dump stream without it (dumpkind).
+const FOOTER: &str = "\n--\n-- PostgreSQL database dump complete\n--\n\n";
+
+/// Exactly `len` bytes of SQL-dump-like text, ending like a complete dump; the same
+/// `(len, seed)` always gives the same bytes.
 pub fn sql_dump(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = XorShift::new(seed);
     let mut out = Vec::with_capacity(len + 64 * 1024);
@@ -149,6 +153,8 @@ pub fn sql_dump(len: usize, seed: u64) -> Vec<u8> {
             order += 1;
         }
     }
+    out.truncate(len.saturating_sub(FOOTER.len()));
+    out.extend_from_slice(FOOTER.as_bytes());
     out.truncate(len);
     out
 }
