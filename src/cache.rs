@@ -42,7 +42,16 @@ pub fn default_dir() -> Option<PathBuf> {
 impl Cache {
     /// Open (or create) the cache for `repo_id` in `dir`. A damaged file is replaced.
     pub fn open(dir: &Path, repo_id: &[u8; 32]) -> Result<Cache> {
-        std::fs::create_dir_all(dir)
+        // The cache names every chunk and pack of the repository and backup trusts it for
+        // deduplication (format-spec X10): directories it creates are 0700 and the database
+        // 0600 (SQLite gives its -wal and -shm files the database's mode). An existing
+        // directory keeps its mode.
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
             .map_err(|e| Error::io(format!("create cache dir {}", dir.display()), e))?;
         let path = dir.join(format!("{}.sqlite", hex::encode(repo_id)));
         match Self::open_file(&path) {
@@ -56,6 +65,12 @@ impl Cache {
 
     fn open_file(path: &Path) -> Result<Cache> {
         let conn = Connection::open(path).map_err(ce)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io(format!("restrict cache file {}", path.display()), e))?;
+        }
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -295,4 +310,26 @@ fn insert_index_file(tx: &rusqlite::Transaction<'_>, hex: &str, file: &IndexFile
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// X10 (1): only the owner can read or write the cache.
+    #[cfg(unix)]
+    #[test]
+    fn cache_dir_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("new").join("cache");
+        let c = Cache::open(&dir, &[7; 32]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&t.path().join("new")), 0o700);
+        assert_eq!(mode(c.path()), 0o600);
+        let wal = c.path().with_extension("sqlite-wal");
+        assert!(wal.exists(), "WAL mode creates the -wal file");
+        assert_eq!(mode(&wal), 0o600);
+    }
 }
