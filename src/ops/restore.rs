@@ -24,7 +24,8 @@ use crate::snapshot::SnapshotEntry;
 use crate::tree::LeafWalker;
 
 /// A batch ends at this many leaves or this many bytes of output, whichever comes first (the
-/// byte bound keeps memory flat when chunks are large: three batches are alive at most).
+/// byte bound keeps memory flat when chunks are large: at most `ahead` + 1 batch buffers, two
+/// locally and four on S3, are alive at once).
 const BATCH_LEAVES: usize = 1024;
 const BATCH_BYTES: u64 = 16 * 1024 * 1024;
 /// The largest single coalesced read.
