@@ -105,13 +105,18 @@ pub fn get_pack_range(
     len: u64,
 ) -> Result<Vec<u8>> {
     get_range_exact(backend, ObjectKind::Pack, &pack.to_hex(), offset, len).map_err(|e| match e {
-        Error::ObjectNotFound { .. } => Error::corrupt(
-            ObjectKind::Pack,
-            pack,
-            "missing: the index refers to a pack that does not exist",
-        ),
+        Error::ObjectNotFound { .. } => Error::corrupt(ObjectKind::Pack, pack, MISSING_PACK),
         e => e,
     })
+}
+
+/// What `get_pack_range` says of a pack the index names but the storage does not have.
+const MISSING_PACK: &str = "missing: the index refers to a pack that does not exist";
+
+/// Whether `e` is `get_pack_range`'s missing pack: damage, unless a concurrent prune has just
+/// repacked its blobs (then a fresh index knows where they went).
+pub fn is_missing_pack(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { kind: ObjectKind::Pack, detail, .. } if detail == MISSING_PACK)
 }
 
 /// `backend.get_range`, checked to return exactly `len` bytes. The backend contract forbids
@@ -339,6 +344,12 @@ impl Repo {
             self.index = Some(index);
         }
         Ok(self.index.as_ref().expect("loaded above"))
+    }
+
+    /// Forget the loaded index and load it again from the storage's current index files.
+    pub fn reload_index(&mut self) -> Result<&Index> {
+        self.index = None;
+        self.index()
     }
 
     /// Write an index file; it is recorded in the cache and the loaded index too.

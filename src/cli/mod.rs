@@ -1075,7 +1075,7 @@ fn restore_cmd(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
         return print_json(&serde_json::json!({
             "snapshot": snap.id, "stream": stream_name, "bytes": stats.bytes_written,
             "chunks": stats.chunks,
-            "reads": stats.reads, "verified": true, "requests": repo.requests(),
+            "reads": stats.reads, "index_reloads": stats.index_reloads, "verified": true, "requests": repo.requests(),
         }));
     }
     ctx.say(format!(

@@ -40,6 +40,8 @@ pub struct RestoreStats {
     pub bytes_written: u64,
     pub chunks: u64,
     pub reads: u64,
+    /// Times the index was reloaded because a pack it named had gone (a concurrent prune).
+    pub index_reloads: u64,
 }
 
 /// Load and decode a tree blob, checking it has the level its parent implies.
@@ -209,14 +211,66 @@ pub fn restore(
         })?,
     }
     .clone();
+    let mut hasher = blake3::Hasher::new();
+    let mut stats = RestoreStats::default();
     repo.index()?;
-    let repo: &Repo = repo;
-    let index = repo.index.as_ref().expect("loaded");
+    // A prune running beside this restore (restore takes no lock, so that read-only storage
+    // credentials suffice) may repack the blobs it needs and delete the packs the loaded index
+    // names. On the first missing pack, reload the index once and resume where the output
+    // stopped; a pack still missing after that is damage.
+    let mut reloaded = false;
+    loop {
+        match restore_from(repo, &s, out, &mut hasher, &mut stats, &mut progress) {
+            Err(e) if !reloaded && crate::repo::is_missing_pack(&e) => {
+                reloaded = true;
+                stats.index_reloads += 1;
+                repo.reload_index()?;
+            }
+            done => break done?,
+        }
+    }
+    out.flush().map_err(|e| Error::io("write output", e))?;
+    let hash = hasher.finalize().to_hex().to_string();
+    if stats.bytes_written != s.size || !hash.eq_ignore_ascii_case(&s.blake3) {
+        return Err(Error::StreamMismatch {
+            snapshot: snap.id.to_hex(),
+            detail: format!(
+                "restored {} bytes with BLAKE3 {hash}, snapshot says {} bytes with {}",
+                stats.bytes_written, s.size, s.blake3
+            ),
+        });
+    }
+    Ok(stats)
+}
+
+/// Restore `s` from the leaf after `stats.bytes_written` to the end, continuing `hasher` and
+/// `stats`, with the index `repo` has loaded.
+fn restore_from(
+    repo: &Repo,
+    s: &crate::snapshot::Stream,
+    out: &mut dyn Write,
+    hasher: &mut blake3::Hasher,
+    stats: &mut RestoreStats,
+    progress: &mut impl FnMut(&RestoreStats),
+) -> Result<()> {
+    let index = repo.index.as_ref().expect("loaded by restore");
     let mut walker = LeafWalker::new(&s.root, s.size, |id: &ChunkId, lvl: Option<u8>| {
         load_tree(repo, index, id, lvl)
     })?;
-    let mut hasher = blake3::Hasher::new();
-    let mut stats = RestoreStats::default();
+    // Resuming: the leaves already written (always whole batches) are walked past.
+    let mut skipped = 0u64;
+    while skipped < stats.bytes_written {
+        match walker.next_leaf()? {
+            Some(e) => skipped += e.len,
+            None => break,
+        }
+    }
+    if skipped != stats.bytes_written {
+        return Err(Error::Backend(format!(
+            "cannot resume the restore at byte {}: the chunk list has a leaf boundary at {skipped}",
+            stats.bytes_written
+        )));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(repo.backend.read_concurrency().max(1))
         .thread_name(|i| format!("restore-{i}"))
@@ -279,19 +333,8 @@ pub fn restore(
             stats.bytes_written += plain.len() as u64;
             stats.chunks += n;
             spare.push(plain);
-            progress(&stats);
+            progress(stats);
         }
     })?;
-    out.flush().map_err(|e| Error::io("write output", e))?;
-    let hash = hasher.finalize().to_hex().to_string();
-    if stats.bytes_written != s.size || !hash.eq_ignore_ascii_case(&s.blake3) {
-        return Err(Error::StreamMismatch {
-            snapshot: snap.id.to_hex(),
-            detail: format!(
-                "restored {} bytes with BLAKE3 {hash}, snapshot says {} bytes with {}",
-                stats.bytes_written, s.size, s.blake3
-            ),
-        });
-    }
-    Ok(stats)
+    Ok(())
 }

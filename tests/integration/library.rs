@@ -211,3 +211,71 @@ fn decoders_survive_truncation_and_bit_flips() {
         let _ = dumpvault::format::snapshot::decode(&id, &m);
     }
 }
+
+/// Format-spec X8: restore takes no lock, so a prune may repack the blobs it needs and delete
+/// the packs its already loaded index names. The restore reloads the index once, resumes where
+/// its output stopped, and still restores byte for byte.
+#[test]
+fn restore_survives_a_prune_that_repacks_its_packs_after_the_index_was_loaded() {
+    use dumpvault::ops::prune::{prune, PruneOptions};
+    let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+    Repo::init(Arc::clone(&backend), b"pw", &init_opts()).unwrap();
+    let day1 = sql_like(60_000, 31);
+    // Day 2 keeps the first half of day 1 (in day 1's pack) and adds new rows.
+    let mut day2 = day1[..day1.len() / 2].to_vec();
+    day2.extend_from_slice(&sql_like(30_000, 32));
+    let first = {
+        let mut repo = Repo::open(Arc::clone(&backend), b"pw", &OpenOptions::default()).unwrap();
+        let a = backup(
+            &mut repo,
+            &day1[..],
+            &opts("a"),
+            || Ok(Source::Stdin),
+            |_| {},
+        )
+        .unwrap();
+        backup(
+            &mut repo,
+            &day2[..],
+            &opts("b"),
+            || Ok(Source::Stdin),
+            |_| {},
+        )
+        .unwrap();
+        a.snapshot_id
+    };
+    // The restoring process has its index before the prune runs.
+    let mut reader = Repo::open(Arc::clone(&backend), b"pw", &OpenOptions::default()).unwrap();
+    let filter = Filter {
+        name: Some("b".into()),
+        ..Default::default()
+    };
+    let snap = reader.find_snapshot("latest", &filter).unwrap();
+    reader.index().unwrap();
+    let packs_before = backend.list(ObjectKind::Pack).unwrap();
+    {
+        // What `forget` of day 1 then `prune` do: day 1's pack is half unused, so it is
+        // repacked (its live half moves to a new pack) and deleted.
+        backend
+            .delete(ObjectKind::Snapshot, &first.to_hex())
+            .unwrap();
+        let mut pruner = Repo::open(Arc::clone(&backend), b"pw", &OpenOptions::default()).unwrap();
+        prune(&mut pruner, &PruneOptions::default(), false).unwrap();
+    }
+    let packs_after = backend.list(ObjectKind::Pack).unwrap();
+    assert!(
+        packs_before.iter().any(|p| !packs_after.contains(p)),
+        "the prune must delete a pack the reader's index still names"
+    );
+    let mut out = Vec::new();
+    let stats = restore(&mut reader, &snap, None, &mut out, |_| {}).unwrap();
+    assert!(out == day2, "restored bytes differ from day 2");
+    assert_eq!(stats.index_reloads, 1);
+    // A pack that is really gone is still damage after the one reload.
+    let victim = backend.list(ObjectKind::Pack).unwrap()[0].0.clone();
+    backend.delete(ObjectKind::Pack, &victim).unwrap();
+    let mut reader = Repo::open(Arc::clone(&backend), b"pw", &OpenOptions::default()).unwrap();
+    let err = restore(&mut reader, &snap, None, &mut Vec::new(), |_| {}).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(err.to_string().contains(&victim), "{err}");
+}
