@@ -230,9 +230,10 @@ impl KdfParams {
 }
 
 /// Ask Linux to back a large allocation with transparent huge pages (with THP in its common
-/// "madvise" mode they are used only when asked): Argon2id's 64 MiB then takes 32 page faults
-/// instead of 16,384, and its random block reads miss the TLB far less. Call it before the
-/// memory is first touched. Advice only: nothing changes where it is not supported.
+/// "madvise" mode they are used only when asked): Argon2id's 64 MiB then takes a few dozen
+/// page faults instead of 16,384 (measured: 16,784 -> 902 for a whole `snapshots` run), and its
+/// random block reads need fewer TLB entries. Call it before the memory is first touched.
+/// Advice only: nothing changes where it is not supported.
 fn advise_huge_pages<T>(v: &Vec<T>) {
     #[cfg(target_os = "linux")]
     {
