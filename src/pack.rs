@@ -95,9 +95,7 @@ fn check_body(
         if b.len() < raw_len {
             b.resize(raw_len, 0);
         }
-        let out = &mut b[..raw_len];
-        compress::decompress_into(compression, body, out).is_ok()
-            && ChunkId::compute(&key.id_key, out) == *id
+        restores_to(key, id, compression, body, &mut b[..raw_len]).is_ok()
     });
     if ok {
         return Ok(());
@@ -182,13 +180,21 @@ fn finish_blob(
             ),
         ));
     }
-    compress::decompress_into(e.compression, body, dst).map_err(|d| blob_error(pack, e, d))?;
-    if ChunkId::compute(&key.id_key, dst) != e.id {
-        return Err(blob_error(
-            pack,
-            e,
-            "content does not hash to its chunk id".into(),
-        ));
+    restores_to(key, &e.id, e.compression, body, dst).map_err(|d| blob_error(pack, e, d))
+}
+
+/// The one content check of a blob, before sealing and after opening: `body` decompresses to
+/// exactly `dst.len()` bytes whose keyed hash is `id`. Err is the detail of the failure.
+fn restores_to(
+    key: &MasterKey,
+    id: &ChunkId,
+    compression: Compression,
+    body: &[u8],
+    dst: &mut [u8],
+) -> std::result::Result<(), String> {
+    compress::decompress_into(compression, body, dst)?;
+    if ChunkId::compute(&key.id_key, dst) != *id {
+        return Err("content does not hash to its chunk id".into());
     }
     Ok(())
 }
@@ -297,13 +303,9 @@ pub fn verify_finished(key: &MasterKey, p: &FinishedPack) -> Result<()> {
     entries.iter().try_for_each(|e| {
         scratch.clear();
         scratch.extend_from_slice(&bytes[e.offset as usize..e.end() as usize]);
-        match key.open_in_place(&fmt::blob_aad(e.kind, &e.id), &mut scratch) {
-            Some(_) => Ok(()),
-            None => Err(refuse(format!(
-                "blob {} does not authenticate (tampered, truncated or misplaced)",
-                e.id.to_hex()
-            ))),
-        }
+        open_sealed(key, id, e, &mut scratch)
+            .map(|_| ())
+            .map_err(|err| refuse(err.to_string()))
     })
 }
 
