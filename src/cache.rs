@@ -16,6 +16,14 @@ use crate::id::{ChunkId, ObjectId};
 use crate::index::Index;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 
+/// A locally remembered verdict (the last fsck): when, whether it passed, its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalEvent {
+    pub time: i64,
+    pub ok: bool,
+    pub code: i32,
+}
+
 const SCHEMA_VERSION: i64 = 1;
 
 pub struct Cache {
@@ -255,7 +263,7 @@ impl Cache {
     }
 
     /// Remember the latest `kind` event (e.g. "fsck"), replacing the previous one.
-    pub fn record_event(&self, kind: &str, e: crate::metrics::LocalEvent) -> Result<()> {
+    pub fn record_event(&self, kind: &str, e: LocalEvent) -> Result<()> {
         self.events_table()?;
         self.conn
             .execute(
@@ -266,14 +274,14 @@ impl Cache {
         Ok(())
     }
 
-    pub fn event(&self, kind: &str) -> Result<Option<crate::metrics::LocalEvent>> {
+    pub fn event(&self, kind: &str) -> Result<Option<LocalEvent>> {
         self.events_table()?;
         self.conn
             .query_row(
                 "SELECT time, ok, code FROM events WHERE kind = ?1",
                 [kind],
                 |r| {
-                    Ok(crate::metrics::LocalEvent {
+                    Ok(LocalEvent {
                         time: r.get(0)?,
                         ok: r.get::<_, i64>(1)? != 0,
                         code: r.get(2)?,

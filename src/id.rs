@@ -80,6 +80,14 @@ id_type!(ObjectId, "Unkeyed BLAKE3 of a stored object's bytes: names packs, inde
 /// The pack an index entry points into is an object like any other.
 pub type PackId = ObjectId;
 
+/// The id an object name stands for, if the name is canonical: exactly 64 lowercase hex digits
+/// (rule N2). Anything else (upper case, temp files, strays) is not a dumpvault object.
+pub fn parse_name(name: &str) -> Option<ObjectId> {
+    name.parse::<ObjectId>()
+        .ok()
+        .filter(|id| id.to_hex() == name)
+}
+
 impl ObjectId {
     /// Name for stored bytes: BLAKE3 (unkeyed) of exactly those bytes.
     pub fn of(bytes: &[u8]) -> Self {

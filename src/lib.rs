@@ -10,9 +10,23 @@
 //! restore: snapshot ─ tree ─ index ─ backend.get_range ─ crypto::open ─ decompress ─ verify ─ out
 //! ```
 //!
-//! Layers: `backend` moves opaque named objects; `format` turns structures into bytes and back
-//! (and never panics on hostile input); `repo` ties a backend to the keys, the config, the index
-//! and the cache; `ops` are the user-level operations; `cli` is the thin clap layer.
+//! Layers, bottom to top. A module may use only modules in its own layer or below it; nothing
+//! points up, and there is no import cycle (a new file goes into the lowest layer that holds
+//! everything it needs):
+//!
+//! 1. `error`, `failpoint`, `id`, `crypto`: the error type and exit codes, test failpoints,
+//!    newtype IDs and object-name parsing, keys and AEAD.
+//! 2. `backend`, `signals`: storage that moves opaque named objects (local, S3, memory, fault
+//!    injection, request counting); the interruption flag and the cleanup of lock objects.
+//! 3. `chunker`, `dumpkind`, `snapshot`: cutting a stream; recognising what kind of dump it is;
+//!    the snapshot model (what a manifest says).
+//! 4. `format`: turns structures into bytes and back, and never panics on hostile input.
+//! 5. `compress`, `pack`, `tree`, `index`: the content structures built on those layouts.
+//! 6. `cache`, `lock`: the local SQLite cache of index and snapshot metadata, repository locks.
+//! 7. `repo`: ties a backend to the keys, the config, the index and the cache.
+//! 8. `retention`, `ops`, `metrics`: the pure GFS policy, the user-level operations, and the
+//!    Prometheus rendering of their results.
+//! 9. `cli`: the thin clap layer, one file per command.
 
 pub mod backend;
 pub mod cache;

@@ -59,7 +59,7 @@ pub fn list_locks(
     let mut out = Vec::new();
     for (name, _) in backend.list(ObjectKind::Lock)? {
         // Not a lock object's name (rule N2: a stray or upper-case file): not a lock.
-        if crate::repo::parse_name(&name).is_none() {
+        if crate::id::parse_name(&name).is_none() {
             continue;
         }
         let parsed = match backend.get(ObjectKind::Lock, &name) {

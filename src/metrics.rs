@@ -19,17 +19,10 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::cache::LocalEvent;
+use crate::format::verification::Verification;
 use crate::id::ObjectId;
-use crate::ops::verify::Verification;
 use crate::snapshot::{SnapshotEntry, Source};
-
-/// A locally remembered verdict (the last fsck): when, whether it passed, its exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalEvent {
-    pub time: i64,
-    pub ok: bool,
-    pub code: i32,
-}
 
 pub struct Input<'a> {
     pub repo_id: &'a [u8; 32],

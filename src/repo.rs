@@ -139,13 +139,8 @@ pub fn get_range_exact(
     Ok(bytes)
 }
 
-/// The id an object name stands for, if the name is canonical: exactly 64 lowercase hex digits
-/// (rule N2). Anything else (upper case, temp files, strays) is not a dumpvault object.
-pub fn parse_name(name: &str) -> Option<ObjectId> {
-    name.parse::<ObjectId>()
-        .ok()
-        .filter(|id| id.to_hex() == name)
-}
+/// Re-exported for callers above `repo`; the parser lives with the ids (`lock` uses it too).
+pub use crate::id::parse_name;
 
 /// Names of objects of a kind, parsed as ids; names that are not canonical ids are ignored.
 pub fn list_ids(backend: &dyn Backend, kind: ObjectKind) -> Result<Vec<ObjectId>> {

@@ -18,8 +18,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use crate::error::{Error, ObjectKind, Result};
 use crate::format::envelope;
@@ -28,39 +27,7 @@ use crate::ops::restore::{self, RestoreStats};
 use crate::repo::{get_verified, list_ids, Repo};
 use crate::snapshot::SnapshotEntry;
 
-/// One restore drill's verdict, as stored (JSON inside envelope kind 4).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Verification {
-    /// Record format; 1 for this version.
-    pub format: u32,
-    /// The snapshot drilled (its object id).
-    pub snapshot: ObjectId,
-    /// The stream of that snapshot that was restored.
-    pub stream: String,
-    /// When the drill ended.
-    pub time: DateTime<Utc>,
-    /// Host the drill ran on.
-    pub host: String,
-    /// The verifier command and its arguments.
-    pub argv: Vec<String>,
-    /// The verifier's exit status; `null` when it was killed by a signal or could not start.
-    pub exit_status: Option<i32>,
-    /// The signal that killed the verifier, if one did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    /// Whether the restore itself verified (every blob, the stream's size and BLAKE3).
-    pub restore_verified: bool,
-    /// Bytes of the stream written to the verifier.
-    pub bytes: u64,
-    /// The verdict: `restore_verified` and the verifier exited 0 after reading everything.
-    pub ok: bool,
-    /// One line saying why, for people.
-    pub detail: String,
-    /// dumpvault version that ran the drill.
-    pub tool_version: String,
-    /// Wall-clock milliseconds the drill took.
-    pub duration_ms: u64,
-}
+pub use crate::format::verification::Verification;
 
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -323,7 +290,7 @@ mod tests {
             format: 1,
             snapshot,
             stream: "dump".into(),
-            time: DateTime::from_timestamp(secs, 0).unwrap(),
+            time: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
             host: "h".into(),
             argv: vec!["true".into()],
             exit_status: Some(if ok { 0 } else { 1 }),

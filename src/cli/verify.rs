@@ -1,13 +1,11 @@
-//! CLI side of operations: the `verify` command (restore drill), the verification column of
-//! `snapshots`, and writing `--metrics-file` after the commands that change what it says.
-
-use std::path::PathBuf;
+//! `verify`: the restore drill. Streams a snapshot, verified, into a command and records the
+//! verdict in the repository; also the verification column of `snapshots`.
 
 use clap::Args;
 
-use super::{human, print_json, Ctx, FilterArgs};
+use super::common::{human, print_json, write_metrics, Ctx, FilterArgs};
+use super::progress::Progress;
 use crate::error::{Error, Result};
-use crate::metrics::{self, LocalEvent};
 use crate::ops::verify::{self, Verification, VerifyOptions};
 use crate::repo::Repo;
 
@@ -28,7 +26,7 @@ pub(super) struct VerifyArgs {
 
 /// `verify`: exit 0 when the drill passed, 7 when the snapshot is damaged, 11 when the
 /// verifier rejected the stream (or could not run, or stopped reading early).
-pub(super) fn verify_cmd(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<()> {
+pub(super) fn run(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<()> {
     let mut repo = ctx.open()?;
     let snap = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
     let total = match &a.stream {
@@ -36,7 +34,7 @@ pub(super) fn verify_cmd(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<()> {
         None => snap.snapshot.streams.first(),
     }
     .map(|s| s.size);
-    let bar = super::Progress::new(ctx.cli.quiet, total, "verify");
+    let bar = Progress::new(ctx.cli.quiet, total, "verify");
     let opts = VerifyOptions {
         argv: a.command.clone(),
         stream: a.stream.clone(),
@@ -112,57 +110,5 @@ pub(super) fn verified_json(v: Option<&Verification>) -> serde_json::Value {
             "time": v.time, "ok": v.ok, "stream": v.stream, "exit_status": v.exit_status,
             "restore_verified": v.restore_verified, "detail": v.detail, "host": v.host,
         }),
-    }
-}
-
-fn cache(ctx: &Ctx<'_>, repo: &Repo) -> Option<crate::cache::Cache> {
-    if ctx.cli.no_cache {
-        return None;
-    }
-    let dir: PathBuf = ctx
-        .cli
-        .cache_dir
-        .clone()
-        .or_else(crate::cache::default_dir)?;
-    crate::cache::Cache::open(&dir, &repo.config.repo_id).ok()
-}
-
-/// Remember this fsck's verdict (local knowledge, in the cache) and rewrite the metrics.
-pub(super) fn after_fsck(ctx: &Ctx<'_>, repo: &mut Repo, code: i32) {
-    if let Some(c) = cache(ctx, repo) {
-        let e = LocalEvent {
-            time: chrono::Utc::now().timestamp(),
-            ok: code == 0,
-            code,
-        };
-        if let Err(err) = c.record_event("fsck", e) {
-            eprintln!("dumpvault: warning: cache: cannot record the fsck result: {err}");
-        }
-    }
-    write_metrics(ctx, repo);
-}
-
-/// Regenerate `--metrics-file` from the repository. Never fails the command: a problem is a
-/// warning on stderr.
-pub(super) fn write_metrics(ctx: &Ctx<'_>, repo: &mut Repo) {
-    let Some(path) = ctx.cli.metrics_file.as_deref() else {
-        return;
-    };
-    let result = (|| -> Result<()> {
-        let (snapshots, _damaged) = repo.snapshots_lenient()?;
-        let (records, _bad) = verify::list_records(repo)?;
-        let fsck = cache(ctx, repo).and_then(|c| c.event("fsck").ok().flatten());
-        let text = metrics::render(&metrics::Input {
-            repo_id: &repo.config.repo_id,
-            snapshots: &snapshots,
-            verifications: &records,
-            fsck,
-            now: chrono::Utc::now(),
-        });
-        metrics::write_atomic(path, &text)
-            .map_err(|e| Error::io(format!("write {}", path.display()), e))
-    })();
-    if let Err(e) = result {
-        eprintln!("dumpvault: warning: metrics file not written: {e}");
     }
 }

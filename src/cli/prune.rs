@@ -1,0 +1,85 @@
+//! `prune`: delete what no snapshot needs (a printable plan, then its execution).
+
+use clap::Args;
+
+use super::common::write_metrics;
+use super::common::{human, parse_percent, print_json, Ctx};
+use super::progress::Progress;
+use crate::error::Result;
+use crate::repo::Repo;
+
+#[derive(Args, Debug)]
+pub(super) struct PruneArgs {
+    /// Repack packs with more than this share of unused bytes.
+    #[arg(long, default_value = "5%", value_parser = parse_percent)]
+    pub(super) max_unused: f64,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+}
+
+pub(super) fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<()> {
+    let mut repo = ctx.open()?;
+    prune_run(ctx, &mut repo, a.max_unused, a.dry_run)
+}
+
+pub(super) fn prune_run(
+    ctx: &Ctx<'_>,
+    repo: &mut Repo,
+    max_unused: f64,
+    dry_run: bool,
+) -> Result<()> {
+    use crate::ops::prune;
+    // prune reports no progress of its own yet: the spinner shows that it is alive.
+    let bar = Progress::counting(ctx.cli.quiet, "prune");
+    let r = prune::prune(repo, &prune::PruneOptions { max_unused }, dry_run);
+    bar.finish();
+    let r = r?;
+    if !dry_run {
+        write_metrics(ctx, repo);
+    }
+    ctx.say(format!(
+        "prune: {} -> {} ({}), {:.1}s",
+        human(r.bytes_before),
+        human(r.bytes_after),
+        if r.executed {
+            "done"
+        } else {
+            "nothing changed"
+        },
+        r.duration_ms as f64 / 1000.0
+    ));
+    if ctx.cli.json {
+        return print_json(&r);
+    }
+    let p = &r.plan;
+    println!(
+        "prune plan: {} snapshots, {} packs ({}); delete {} unused + {} unindexed packs, repack {} ({} to copy), keep {}",
+        p.snapshots,
+        p.packs,
+        human(p.pack_bytes),
+        p.delete_packs.len(),
+        p.unindexed_packs.len(),
+        p.repack_packs.len(),
+        human(p.bytes_repacked),
+        p.keep_packs
+    );
+    if r.executed {
+        println!(
+            "pruned: {} -> {} (reclaimed {}), {} new packs, {:.1}s",
+            human(r.bytes_before),
+            human(r.bytes_after),
+            human(r.bytes_before.saturating_sub(r.bytes_after)),
+            r.new_packs,
+            r.duration_ms as f64 / 1000.0
+        );
+    } else if dry_run {
+        println!(
+            "dry run: would reclaim about {}",
+            human(p.bytes_freed_gross.saturating_sub(p.bytes_repacked))
+        );
+    } else {
+        println!("nothing to prune");
+    }
+    Ok(())
+}
