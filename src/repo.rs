@@ -63,6 +63,13 @@ pub struct KeyInfo {
     pub p_cost: u32,
 }
 
+/// A snapshot object that exists but cannot be read (hash, authentication or parsing failed).
+#[derive(Debug)]
+pub struct DamagedSnapshot {
+    pub id: ObjectId,
+    pub error: Error,
+}
+
 pub struct Repo {
     /// The storage, behind a request counter (`counting`).
     pub backend: Arc<dyn Backend>,
@@ -386,13 +393,13 @@ impl Repo {
         let (all, mut damaged) = self.snapshots_lenient()?;
         match damaged.is_empty() {
             true => Ok(all),
-            false => Err(damaged.swap_remove(0)),
+            false => Err(damaged.swap_remove(0).error),
         }
     }
 
-    /// All readable snapshots, oldest first, and the errors of the damaged ones (so one bad
-    /// snapshot does not keep the others from being restored). Storage errors still fail.
-    pub fn snapshots_lenient(&mut self) -> Result<(Vec<SnapshotEntry>, Vec<Error>)> {
+    /// All readable snapshots, oldest first, and the damaged ones with their errors (so one bad
+    /// snapshot does not keep the others from being listed). Storage errors still fail.
+    pub fn snapshots_lenient(&mut self) -> Result<(Vec<SnapshotEntry>, Vec<DamagedSnapshot>)> {
         let remote = list_ids(self.backend.as_ref(), ObjectKind::Snapshot)?;
         let damaged = std::cell::RefCell::new(Vec::new());
         let fetch = |backend: &dyn Backend, key: &MasterKey, id: &ObjectId| {
@@ -402,8 +409,10 @@ impl Repo {
             });
             match r {
                 Ok(s) => Ok(Some(s)),
-                Err(e) if e.is_corruption() => {
-                    damaged.borrow_mut().push(e);
+                Err(error) if error.is_corruption() => {
+                    damaged
+                        .borrow_mut()
+                        .push(DamagedSnapshot { id: *id, error });
                     Ok(None)
                 }
                 Err(e) => Err(e),
@@ -436,17 +445,51 @@ impl Repo {
             }
         };
         all.sort_by_key(|s| (s.snapshot.time, s.id));
-        Ok((all, damaged.into_inner()))
+        let mut damaged = damaged.into_inner();
+        damaged.sort_by_key(|d| d.id);
+        Ok((all, damaged))
     }
 
-    /// Resolve `latest` (newest matching `filter`) or an id / unique id prefix.
+    /// Resolve `latest` (newest matching `filter`) or an id / unique id prefix, refusing to
+    /// guess past damage: see [`Repo::find_snapshot_with`] with `skip_damaged = false`.
     pub fn find_snapshot(&mut self, spec: &str, filter: &Filter) -> Result<SnapshotEntry> {
+        self.find_snapshot_with(spec, filter, false)
+    }
+
+    /// Resolve `latest` or an id / unique id prefix.
+    ///
+    /// A damaged snapshot cannot say what it holds, so it may be the newest match: `latest`
+    /// then fails as damage (exit 7) naming it, rather than quietly resolving to an older
+    /// snapshot, unless `skip_damaged` (then it is skipped with a warning). An id or prefix that
+    /// names a damaged snapshot is damage whatever `skip_damaged` says: it was asked for.
+    pub fn find_snapshot_with(
+        &mut self,
+        spec: &str,
+        filter: &Filter,
+        skip_damaged: bool,
+    ) -> Result<SnapshotEntry> {
         let (all, damaged) = self.snapshots_lenient()?;
-        for e in &damaged {
-            eprintln!("dumpvault: warning: skipping a damaged snapshot: {e}");
-        }
         let mut matching = all.into_iter().filter(|s| filter.matches(&s.snapshot));
         if spec == "latest" {
+            if let Some(d) = damaged.first() {
+                if !skip_damaged {
+                    return Err(Error::corrupt(
+                        ObjectKind::Snapshot,
+                        d.id,
+                        format!(
+                            "cannot be read, so `latest` cannot be resolved: it may be the newest match ({} damaged snapshot(s); restore by id, or pass --skip-damaged to choose among the readable ones): {}",
+                            damaged.len(),
+                            d.error
+                        ),
+                    ));
+                }
+                for d in &damaged {
+                    eprintln!(
+                        "dumpvault: warning: skipping damaged snapshot {}: {}",
+                        d.id, d.error
+                    );
+                }
+            }
             return matching
                 .next_back()
                 .ok_or_else(|| Error::SnapshotNotFound(describe(spec, filter)));
@@ -460,11 +503,20 @@ impl Repo {
         let found: Vec<_> = matching
             .filter(|s| s.id.to_hex().starts_with(&spec_l))
             .collect();
-        match found.len() {
-            1 => Ok(found.into_iter().next().expect("one")),
-            0 => Err(Error::SnapshotNotFound(describe(spec, filter))),
-            n => Err(Error::InvalidInput(format!(
-                "snapshot prefix {spec:?} is ambiguous ({n} matches)"
+        let bad: Vec<_> = damaged
+            .into_iter()
+            .filter(|d| d.id.to_hex().starts_with(&spec_l))
+            .collect();
+        match (found.len(), bad.len()) {
+            (1, 0) => Ok(found.into_iter().next().expect("one")),
+            (0, 0) => Err(Error::SnapshotNotFound(describe(spec, filter))),
+            (0, 1) => {
+                let d = bad.into_iter().next().expect("one");
+                Err(d.error)
+            }
+            (n, b) => Err(Error::InvalidInput(format!(
+                "snapshot prefix {spec:?} is ambiguous ({} matches)",
+                n + b
             ))),
         }
     }

@@ -49,7 +49,15 @@ fn watchdog_message(commit: u8) -> Option<&'static str> {
 
 type Cleanup = (Arc<dyn Backend>, String);
 static CLEANUP: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
-static CHILD: Mutex<Option<u32>> = Mutex::new(None);
+static CHILD: Mutex<Option<Child>> = Mutex::new(None);
+
+/// The producer a signal must be passed to.
+#[derive(Debug, Clone, Copy)]
+pub struct Child {
+    pub pid: u32,
+    /// The child leads a process group of its own: signal the whole group.
+    pub group: bool,
+}
 static INSTALLED: OnceLock<()> = OnceLock::new();
 
 pub fn interrupted() -> bool {
@@ -77,10 +85,15 @@ fn watch(flag: Arc<AtomicBool>) {
         std::thread::sleep(Duration::from_millis(50));
     }
     INTERRUPTED.store(true, Ordering::Relaxed);
-    if let Some(pid) = *CHILD.lock().unwrap_or_else(|p| p.into_inner()) {
-        // SAFETY: kill(2) with a pid we spawned; at worst the process already exited.
+    if let Some(c) = *CHILD.lock().unwrap_or_else(|p| p.into_inner()) {
+        let target = if c.group {
+            -(c.pid as libc::pid_t)
+        } else {
+            c.pid as libc::pid_t
+        };
+        // SAFETY: kill(2) with a pid (or the group) we spawned; at worst it already exited.
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(target, libc::SIGTERM);
         }
     }
     // Give the main thread time to unwind on its own.
@@ -113,8 +126,8 @@ pub fn unregister_lock(name: &str) {
 }
 
 /// Register the producer child so a signal kills it (its output then ends).
-pub fn set_child(pid: Option<u32>) {
-    *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = pid;
+pub fn set_child(child: Option<Child>) {
+    *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = child;
 }
 
 #[cfg(test)]

@@ -121,8 +121,11 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
             ));
         }
     }
-    let mut repo = ctx.open()?;
+    // Labels are checked before the repository is opened or a producer starts (exit 2); the
+    // default series name is checked again by the library once it is known.
     let host = a.host.clone().unwrap_or_else(crate::lock::hostname);
+    backup::validate_labels(a.name.as_deref().unwrap_or("stdin"), &host, &a.tags)?;
+    let mut repo = ctx.open()?;
     // The streams, the default series name, and the total size when every input is a
     // regular file (for the progress bar's ETA).
     let file_len = |p: &str| {

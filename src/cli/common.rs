@@ -16,7 +16,7 @@ use crate::crypto::KdfParams;
 use crate::error::{Error, Result};
 use crate::metrics::{self, LocalEvent};
 use crate::ops::verify;
-use crate::repo::{OpenOptions, Repo};
+use crate::repo::{DamagedSnapshot, OpenOptions, Repo};
 use crate::snapshot::{parse_tag, Filter};
 
 #[derive(Args, Debug)]
@@ -256,5 +256,30 @@ pub(super) fn write_metrics(ctx: &Ctx<'_>, repo: &mut Repo) {
     })();
     if let Err(e) = result {
         eprintln!("dumpvault: warning: metrics file not written: {e}");
+    }
+}
+
+/// `--json` entries for snapshots that cannot be read: `{"id", "damaged": true, "error"}`.
+pub(super) fn damaged_json(damaged: &[DamagedSnapshot]) -> Vec<serde_json::Value> {
+    damaged
+        .iter()
+        .map(|d| serde_json::json!({ "id": d.id, "damaged": true, "error": d.error.to_string() }))
+        .collect()
+}
+
+/// After listing what is readable: name each damaged snapshot on stderr and fail with exit 7,
+/// so a listing that left something out never looks complete.
+pub(super) fn damaged_result(damaged: &[DamagedSnapshot]) -> Result<()> {
+    for d in damaged {
+        eprintln!("dumpvault: damaged snapshot {}: {}", d.id, d.error);
+    }
+    match damaged {
+        [] => Ok(()),
+        [d] => Err(Error::Damaged(format!("snapshot {} cannot be read", d.id))),
+        [d, ..] => Err(Error::Damaged(format!(
+            "{} snapshots cannot be read (first: {})",
+            damaged.len(),
+            d.id
+        ))),
     }
 }

@@ -21,6 +21,10 @@ pub(super) struct CopyArgs {
     pub(super) snapshots: Vec<String>,
     #[command(flatten)]
     pub(super) filter: FilterArgs,
+    /// With `latest`: choose among the readable snapshots even if some cannot be read. By
+    /// default a damaged snapshot, which may be the newest match, fails with exit 7.
+    #[arg(long)]
+    pub(super) skip_damaged: bool,
     /// Target repository (a directory or an s3:// location).
     #[arg(long, env = "DUMPVAULT_TO_REPO")]
     pub(super) to: String,
@@ -51,7 +55,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &CopyArgs) -> Result<()> {
     } else {
         a.snapshots
             .iter()
-            .map(|spec| src.find_snapshot(spec, &filter))
+            .map(|spec| src.find_snapshot_with(spec, &filter, a.skip_damaged))
             .collect::<Result<_>>()?
     };
     let bar = Progress::new(ctx.cli.quiet, Some(0), "copy");

@@ -23,9 +23,22 @@ fn trim_newline(mut s: String) -> Zeroizing<String> {
     Zeroizing::new(s)
 }
 
+/// The password from the first source that is set. No repository accepts an empty password
+/// (`init` and `key add` refuse one), so an empty result names its source as a usage error
+/// (exit 2) instead of trying every key file and reporting a wrong password.
 pub fn get(src: &Sources<'_>) -> Result<Zeroizing<String>> {
+    let (p, from) = get_any(src)?;
+    if p.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "the password from {from} is empty"
+        )));
+    }
+    Ok(p)
+}
+
+fn get_any(src: &Sources<'_>) -> Result<(Zeroizing<String>, String)> {
     if let Ok(p) = std::env::var(src.env_var) {
-        return Ok(Zeroizing::new(p));
+        return Ok((Zeroizing::new(p), src.env_var.to_string()));
     }
     if let Some(f) = src.file {
         let s = Zeroizing::new(
@@ -33,7 +46,8 @@ pub fn get(src: &Sources<'_>) -> Result<Zeroizing<String>> {
                 .map_err(|e| Error::io(format!("read password file {}", f.display()), e))?,
         );
         // The first line is the password; a trailing newline is not part of it.
-        return Ok(trim_newline(s.lines().next().unwrap_or("").to_string()));
+        let p = trim_newline(s.lines().next().unwrap_or("").to_string());
+        return Ok((p, format!("password file {} (its first line)", f.display())));
     }
     if let Some(cmd) = src.command {
         let out = Command::new("sh")
@@ -51,7 +65,7 @@ pub fn get(src: &Sources<'_>) -> Result<Zeroizing<String>> {
         }
         let s = String::from_utf8(out.stdout)
             .map_err(|_| Error::InvalidInput("password command printed non-UTF-8".into()))?;
-        return Ok(trim_newline(s));
+        return Ok((trim_newline(s), "the password command".to_string()));
     }
     if std::io::IsTerminal::is_terminal(&std::io::stdin())
         || std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -68,7 +82,7 @@ pub fn get(src: &Sources<'_>) -> Result<Zeroizing<String>> {
                 return Err(Error::InvalidInput("passwords do not match".into()));
             }
         }
-        return Ok(p);
+        return Ok((p, "the prompt".to_string()));
     }
     Err(Error::InvalidInput(format!(
         "no password: set {}, or pass a password file or command",

@@ -36,14 +36,28 @@ pub(super) struct Producer {
 
 impl Producer {
     pub(super) fn spawn(argv: &[String]) -> Result<(Producer, std::process::ChildStdout)> {
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // Without a terminal (cron, systemd, CI) a SIGTERM reaches dumpvault alone: the
+        // producer gets a process group of its own so that the signal can be passed to all of
+        // it (`sh -c 'pg_dump …'`, a wrapper script's children), not just to its first process.
+        // At a terminal the producer stays in the foreground group, where Ctrl-C already
+        // reaches every process and pg_dump can still prompt for a password.
+        let group = !has_controlling_terminal();
+        if group {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| Error::ProducerFailed(format!("cannot start {:?}: {e}", argv[0])))?;
-        crate::signals::set_child(Some(child.id()));
+        crate::signals::set_child(Some(crate::signals::Child {
+            pid: child.id(),
+            group,
+        }));
         let out = child.stdout.take().expect("stdout was piped");
         widen_pipe(&out);
         Ok((
@@ -85,6 +99,13 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // The whole group, when it has one: a wrapper's children must not outlive it.
+            if !has_controlling_terminal() {
+                // SAFETY: kill(2) on the process group we created; at worst it is gone.
+                unsafe {
+                    libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL);
+                }
+            }
             let _ = c.kill();
             let _ = c.wait();
             crate::signals::set_child(None);
@@ -127,5 +148,19 @@ pub(super) fn command_input<'a>(
                 finish: Box::new(move || producer.finish()),
             })
         }),
+    }
+}
+
+/// Whether this process has a controlling terminal (an interactive session) rather than
+/// running under cron, systemd or CI.
+fn has_controlling_terminal() -> bool {
+    // SAFETY: open(2) of a constant path and close(2) of the descriptor it returned.
+    unsafe {
+        let fd = libc::open(c"/dev/tty".as_ptr(), libc::O_RDONLY | libc::O_NOCTTY);
+        if fd < 0 {
+            return false;
+        }
+        libc::close(fd);
+        true
     }
 }

@@ -55,7 +55,8 @@ pub(super) fn run(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
             let rep = repair::repair_snapshots(&mut repo, *remove, &report_progress)?;
             bar.finish();
             if ctx.cli.json {
-                return print_json(&rep);
+                print_json(&rep)?;
+                return unrestorable_left(&rep);
             }
             for s in &rep.unrestorable {
                 println!(
@@ -75,7 +76,19 @@ pub(super) fn run(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
             } else if !rep.removed {
                 println!("run `dumpvault repair snapshots --remove` to delete them");
             }
-            Ok(())
+            unrestorable_left(&rep)
         }
     }
+}
+
+/// Exit 7 while unrestorable snapshots remain (listed, not removed), as fsck does; after
+/// `--remove` the repository is consistent again and the command succeeds.
+fn unrestorable_left(rep: &crate::ops::repair::RepairSnapshotsReport) -> Result<()> {
+    if rep.unrestorable.is_empty() || rep.removed {
+        return Ok(());
+    }
+    Err(crate::error::Error::Damaged(format!(
+        "{} snapshot(s) cannot be restored",
+        rep.unrestorable.len()
+    )))
 }

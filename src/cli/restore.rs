@@ -18,6 +18,10 @@ pub(super) struct RestoreArgs {
     pub(super) snapshot: String,
     #[command(flatten)]
     pub(super) filter: FilterArgs,
+    /// With `latest`: choose among the readable snapshots even if some cannot be read. By
+    /// default a damaged snapshot, which may be the newest match, fails with exit 7.
+    #[arg(long)]
+    pub(super) skip_damaged: bool,
     /// Write to this file (atomically, only if fully verified) instead of stdout.
     #[arg(short, long)]
     pub(super) output: Option<PathBuf>,
@@ -32,8 +36,11 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &RestoreArgs) -> Result<()> {
             "refusing to write a dump to a terminal: pipe it, redirect it, or use -o FILE".into(),
         ));
     }
+    if let Some(path) = &a.output {
+        check_output_path(path)?;
+    }
     let mut repo = ctx.open()?;
-    let snap = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
+    let snap = repo.find_snapshot_with(&a.snapshot, &a.filter.filter(), a.skip_damaged)?;
     // Which stream: --stream, or the first. The bar's total is that stream's size.
     let chosen = match &a.stream {
         Some(n) => snap.snapshot.streams.iter().find(|s| &s.name == n),
@@ -112,4 +119,33 @@ pub(super) fn restore_to_file(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `-o PATH` must name a file in an existing directory: refuse anything else before a byte is
+/// read, instead of restoring the whole stream and failing at the final rename.
+fn check_output_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "-o {}: is a directory; give the path of the file to write",
+            path.display()
+        )));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "-o {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    if path.file_name().is_none() {
+        return Err(Error::InvalidInput(format!(
+            "-o {}: not a file path",
+            path.display()
+        )));
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::common::{human, print_json, Ctx, FilterArgs};
+use super::common::{damaged_json, damaged_result, human, print_json, Ctx, FilterArgs};
 use super::verify;
 use crate::error::{Error, Result};
 use crate::snapshot::{Snapshot, SnapshotEntry};
@@ -16,25 +16,39 @@ pub(super) struct SnapshotJson<'a> {
     pub(super) last_verification: serde_json::Value,
 }
 
+/// One element of `snapshots --json`: a readable snapshot, or a damaged one's report.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum JsonEntry<'a> {
+    Readable(SnapshotJson<'a>),
+    Damaged(serde_json::Value),
+}
+
 pub(super) fn run(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
     let mut repo = ctx.open()?;
     let filter = f.filter();
-    let list: Vec<SnapshotEntry> = repo
-        .snapshots()?
+    // A damaged snapshot does not hide the healthy ones: they are listed, the damaged ones are
+    // reported (stderr, and as `{"id", "damaged": true, "error"}` entries in --json), exit 7.
+    let (all, damaged) = repo.snapshots_lenient()?;
+    let list: Vec<SnapshotEntry> = all
         .into_iter()
         .filter(|s| filter.matches(&s.snapshot))
         .collect();
     let drills = verify::last_verifications(&repo)?;
     if ctx.cli.json {
-        let v: Vec<_> = list
+        let mut v: Vec<JsonEntry<'_>> = list
             .iter()
-            .map(|s| SnapshotJson {
-                id: s.id.to_hex(),
-                snapshot: &s.snapshot,
-                last_verification: verify::verified_json(drills.get(&s.id)),
+            .map(|s| {
+                JsonEntry::Readable(SnapshotJson {
+                    id: s.id.to_hex(),
+                    snapshot: &s.snapshot,
+                    last_verification: verify::verified_json(drills.get(&s.id)),
+                })
             })
             .collect();
-        return print_json(&v);
+        v.extend(damaged_json(&damaged).into_iter().map(JsonEntry::Damaged));
+        print_json(&v)?;
+        return damaged_result(&damaged);
     }
     let mut out = std::io::stdout().lock();
     let w = |out: &mut std::io::StdoutLock<'_>, line: String| {
@@ -76,5 +90,6 @@ pub(super) fn run(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
             w(&mut out, format!("          streams: {}", names.join(", ")))?;
         }
     }
-    Ok(())
+    drop(out);
+    damaged_result(&damaged)
 }

@@ -1,13 +1,15 @@
 //! `stats`: what the repository holds (snapshots, logical and stored size, dedup ratio).
 
 use super::common::{human, print_json, Ctx};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ops::stats::RepoStats;
 
 pub(super) fn run(ctx: &Ctx<'_>) -> Result<()> {
     let mut repo = ctx.open()?;
     let s = crate::ops::stats::stats(&mut repo)?;
     if ctx.cli.json {
-        return print_json(&s);
+        print_json(&s)?;
+        return damaged(&s);
     }
     println!("snapshots      {}", s.snapshots);
     println!("logical size   {}", human(s.logical_bytes));
@@ -25,5 +27,20 @@ pub(super) fn run(ctx: &Ctx<'_>) -> Result<()> {
         human(s.chunker[2] as u64),
         human(s.pack_target as u64)
     );
-    Ok(())
+    damaged(&s)
+}
+
+/// Name each snapshot the figures leave out, and exit 7.
+fn damaged(s: &RepoStats) -> Result<()> {
+    for d in &s.damaged_snapshots {
+        eprintln!("dumpvault: damaged snapshot {}: {}", d.id, d.error);
+    }
+    match s.damaged_snapshots.first() {
+        None => Ok(()),
+        Some(d) => Err(Error::Damaged(format!(
+            "{} snapshot(s) cannot be read and are not counted (first: {})",
+            s.damaged_snapshots.len(),
+            d.id
+        ))),
+    }
 }

@@ -15,6 +15,10 @@ pub(super) struct VerifyArgs {
     snapshot: String,
     #[command(flatten)]
     filter: FilterArgs,
+    /// With `latest`: choose among the readable snapshots even if some cannot be read. By
+    /// default a damaged snapshot, which may be the newest match, fails with exit 7.
+    #[arg(long)]
+    skip_damaged: bool,
     /// Stream to drill when the snapshot holds several (default: the first).
     #[arg(long)]
     stream: Option<String>,
@@ -28,7 +32,7 @@ pub(super) struct VerifyArgs {
 /// verifier rejected the stream (or could not run, or stopped reading early).
 pub(super) fn run(ctx: &Ctx<'_>, a: &VerifyArgs) -> Result<()> {
     let mut repo = ctx.open()?;
-    let snap = repo.find_snapshot(&a.snapshot, &a.filter.filter())?;
+    let snap = repo.find_snapshot_with(&a.snapshot, &a.filter.filter(), a.skip_damaged)?;
     let total = match &a.stream {
         Some(n) => snap.snapshot.streams.iter().find(|s| &s.name == n),
         None => snap.snapshot.streams.first(),

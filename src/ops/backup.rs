@@ -323,6 +323,36 @@ pub fn validate_stream_names<'n>(names: impl IntoIterator<Item = &'n str>) -> Re
     Ok(())
 }
 
+/// The series name, the host and every tag key and value are printed one per field in the
+/// `snapshots` table and used as metrics labels: they must be one line of printable text. Name,
+/// host and tag keys are 1 to [`MAX_LABEL`] bytes, tag values 0 to [`MAX_LABEL`], none with a
+/// control character (format-spec/07, "Labels").
+pub fn validate_labels(name: &str, host: &str, tags: &[(String, String)]) -> Result<()> {
+    let check = |what: &str, v: &str, may_be_empty: bool| {
+        if (v.is_empty() && !may_be_empty) || v.len() > MAX_LABEL || v.chars().any(char::is_control)
+        {
+            let shown: String = v.chars().take(64).collect();
+            let more = if v.chars().count() > 64 { "…" } else { "" };
+            return Err(Error::InvalidInput(format!(
+                "{what} {shown:?}{more}: must be {} to {MAX_LABEL} bytes without control characters (it is {} bytes)",
+                if may_be_empty { 0 } else { 1 },
+                v.len()
+            )));
+        }
+        Ok(())
+    };
+    check("series name", name, false)?;
+    check("host", host, false)?;
+    for (k, v) in tags {
+        check("tag key", k, false)?;
+        check(&format!("value of tag {k:?}"), v, true)?;
+    }
+    Ok(())
+}
+
+/// Longest series name, host, tag key or tag value, in bytes.
+pub const MAX_LABEL: usize = 255;
+
 /// Back up one stream (named `opts.stream_name`). `finish_source` runs after the stream's end
 /// and before anything is committed; it returns the source to record, or the error that stops
 /// the commit (a failed producer). `progress` is called after each block with the running
@@ -355,6 +385,7 @@ pub fn backup_streams(
         ));
     }
     validate_stream_names(inputs.iter().map(|i| i.name.as_str()))?;
+    validate_labels(&opts.name, &opts.host, &opts.tags)?;
     let started = Instant::now();
     let requests_before = repo.requests();
     let time = opts.time.unwrap_or_else(Utc::now);

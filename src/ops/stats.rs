@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::error::{ObjectKind, Result};
+use crate::id::ObjectId;
 use crate::repo::Repo;
 
 #[derive(Debug, Clone, Serialize)]
@@ -22,12 +23,25 @@ pub struct RepoStats {
     /// Per series: the storage requests of its newest backup (what a night costs).
     pub last_backup_requests:
         std::collections::BTreeMap<String, crate::backend::counting::RequestCounts>,
+    /// Snapshots that exist but cannot be read: the figures above leave them out. Absent from
+    /// the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_snapshots: Vec<DamagedInfo>,
+}
+
+/// A snapshot `stats` could not read, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedInfo {
+    pub id: ObjectId,
+    pub error: String,
 }
 
 pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
     let packs = repo.backend.list(ObjectKind::Pack)?;
     let index_files = repo.backend.list(ObjectKind::Index)?.len();
-    let snaps = repo.snapshots()?;
+    // One damaged snapshot must not hide the figures of the others: count what is readable and
+    // name the rest (the CLI then exits 7).
+    let (snaps, damaged) = repo.snapshots_lenient()?;
     let blobs = repo.index()?.len();
     let pack_bytes = packs.iter().fold(0u64, |a, (_, s)| a.saturating_add(*s));
     let logical_bytes = snaps
@@ -55,6 +69,13 @@ pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
         last_backup_requests: snaps
             .iter()
             .filter_map(|s| s.snapshot.requests.map(|r| (s.snapshot.name.clone(), r)))
+            .collect(),
+        damaged_snapshots: damaged
+            .into_iter()
+            .map(|d| DamagedInfo {
+                id: d.id,
+                error: d.error.to_string(),
+            })
             .collect(),
     })
 }

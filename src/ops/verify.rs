@@ -205,7 +205,10 @@ pub fn verify(
             });
         }
     };
-    crate::signals::set_child(Some(child.id()));
+    crate::signals::set_child(Some(crate::signals::Child {
+        pid: child.id(),
+        group: false,
+    }));
     let mut stdin = child.stdin.take().expect("stdin was piped");
     let restored = {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut stdin);

@@ -152,3 +152,98 @@ fn swapped_blob_between_packs_fails() {
     let name = mine.file_name().unwrap().to_string_lossy().into_owned();
     assert_corrupt_restore(&env, &data, &name);
 }
+
+/// Two snapshots of series `s`: an old one (a.sql, 2024) and the newest (b.sql), whose
+/// snapshot object is then damaged as in the repro (one byte at offset 100).
+fn newest_snapshot_damaged() -> (Env, Vec<u8>, String, String) {
+    let env = Env::new();
+    let a = sql_like(2_000, 21);
+    let b = sql_like(2_000, 22);
+    let old = env.backup(&a, &["--name", "s", "--time", "2024-01-01"]);
+    let new = env.backup(&b, &["--name", "s"]);
+    flip(&env.repo.join("snapshots").join(&new), 100);
+    (env, a, old, new)
+}
+
+#[test]
+fn restore_latest_fails_when_the_newest_snapshot_is_damaged_instead_of_restoring_an_older_one() {
+    let (env, a, _old, new) = newest_snapshot_damaged();
+    for cache in [&[][..], &["--no-cache"][..]] {
+        let mut args = cache.to_vec();
+        args.extend(["restore", "latest", "--name", "s"]);
+        let out = env.run(&args, b"");
+        assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "no byte of an older snapshot");
+        assert!(stderr(&out).contains(&new), "names it: {}", stderr(&out));
+    }
+    // `verify latest` and `copy latest` resolve the same way.
+    let out = env.run(&["verify", "latest", "--name", "s", "--", "cat"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&new), "{}", stderr(&out));
+    let target = Env::new();
+    let out = env
+        .cmd()
+        .env("DUMPVAULT_TO_PASSWORD", PASSWORD)
+        .args(["copy", "latest", "--to", &target.location])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+    assert!(target.files_under("snapshots").is_empty(), "nothing copied");
+    // The old behaviour only when asked for, and loudly.
+    let out = env.run(&["restore", "latest", "--name", "s", "--skip-damaged"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    assert_eq!(out.stdout, a);
+    assert!(stderr(&out).contains(&new), "warns: {}", stderr(&out));
+}
+
+#[test]
+fn damaged_snapshot_named_by_id_is_damage_not_no_snapshot_matches() {
+    let (env, _a, _old, new) = newest_snapshot_damaged();
+    for args in [
+        vec!["restore", &new[..12]],
+        vec!["restore", &new[..], "--skip-damaged"],
+        vec!["verify", &new[..12], "--", "cat"],
+    ] {
+        let out = env.run(&args, b"");
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_CORRUPT),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(&new), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn one_damaged_snapshot_no_longer_hides_the_healthy_ones_from_snapshots_and_stats() {
+    let (env, a, old, new) = newest_snapshot_damaged();
+    let out = env.run(&["snapshots"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(table.contains(&old[..8]), "healthy one listed: {table}");
+    assert!(!table.contains(&new[..8]), "{table}");
+    assert!(stderr(&out).contains(&new), "{}", stderr(&out));
+
+    let out = env.run(&["snapshots", "--json"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0]["id"], old.as_str());
+    assert_eq!(v[0]["name"], "s");
+    assert_eq!(v[1]["id"], new.as_str());
+    assert_eq!(v[1]["damaged"], true);
+    assert!(v[1]["error"].as_str().unwrap().contains(&new));
+
+    let out = env.run(&["stats"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert!(text.contains("snapshots      1\n"), "{text}");
+    assert!(stderr(&out).contains(&new), "{}", stderr(&out));
+    let out = env.run(&["stats", "--json"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_CORRUPT), "{}", stderr(&out));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["snapshots"], 1);
+    assert_eq!(s["logical_bytes"], a.len() as u64);
+    assert_eq!(s["damaged_snapshots"][0]["id"], new.as_str());
+}

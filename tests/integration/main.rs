@@ -13,6 +13,7 @@ mod fsck;
 mod fuzz_replay;
 mod library;
 mod ops;
+mod promises;
 mod prune;
 mod retention;
 mod s3;
