@@ -248,9 +248,10 @@ impl Cache {
     }
 }
 
-/// Local knowledge the repository does not hold: the last verdict of `fsck` run from this
-/// machine (for `--metrics-file`). The table is created on first use, so caches made by older
-/// versions gain it without a schema change; losing it loses only that metric.
+/// Local knowledge the repository does not hold (for `--metrics-file`): the last verdict of
+/// `fsck` run from this machine, and per series the last backup attempt, the last failure and
+/// the last producer exit status. The table is created on first use, so caches made by older
+/// versions gain it without a schema change; losing it loses only those metrics.
 impl Cache {
     fn events_table(&self) -> Result<()> {
         self.conn
@@ -272,6 +273,28 @@ impl Cache {
             )
             .map_err(ce)?;
         Ok(())
+    }
+
+    /// Every event whose kind starts with `prefix`, with its kind, in kind order.
+    pub fn events_with_prefix(&self, prefix: &str) -> Result<Vec<(String, LocalEvent)>> {
+        self.events_table()?;
+        let mut st = self
+            .conn
+            .prepare("SELECT kind, time, ok, code FROM events WHERE substr(kind, 1, ?2) = ?1 ORDER BY kind")
+            .map_err(ce)?;
+        let rows = st
+            .query_map(params![prefix, prefix.len() as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    LocalEvent {
+                        time: r.get(1)?,
+                        ok: r.get::<_, i64>(2)? != 0,
+                        code: r.get(3)?,
+                    },
+                ))
+            })
+            .map_err(ce)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(ce)
     }
 
     pub fn event(&self, kind: &str) -> Result<Option<LocalEvent>> {

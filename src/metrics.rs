@@ -32,7 +32,74 @@ pub struct Input<'a> {
     pub verifications: &'a [(ObjectId, Verification)],
     /// The last fsck on this machine, from the cache (`None` without a cache, or never run).
     pub fsck: Option<LocalEvent>,
+    /// Backup attempts from this machine, from the cache: failed backups commit no snapshot, so
+    /// only these make a failure visible before the staleness alert.
+    pub backups: &'a [BackupAttempts],
     pub now: DateTime<Utc>,
+}
+
+/// One series' backup attempts as this machine remembers them (cache `events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupAttempts {
+    pub name: String,
+    pub host: String,
+    pub tags: BTreeMap<String, String>,
+    /// The newest attempt; `code` is dumpvault's exit code (0: a snapshot was committed).
+    pub last: LocalEvent,
+    /// The newest failed attempt.
+    pub last_failure: Option<LocalEvent>,
+    /// The producer's exit status in the newest attempt that ran one (128 + N for signal N).
+    pub producer_status: Option<i32>,
+}
+
+/// Cache event kinds for backup attempts: `<prefix><series as JSON [name, host, tags]>`.
+pub const EVENT_BACKUP_LAST: &str = "backup-last ";
+pub const EVENT_BACKUP_FAILURE: &str = "backup-failure ";
+pub const EVENT_BACKUP_PRODUCER: &str = "backup-producer ";
+
+/// The series part of a backup event's kind.
+pub fn series_event_key(name: &str, host: &str, tags: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(&(name, host, tags)).expect("strings serialize")
+}
+
+/// Group the backup events of a cache (kind, event) into one [`BackupAttempts`] per series;
+/// events whose series part does not parse are ignored (the cache is only a cache).
+pub fn backup_attempts(events: &[(String, LocalEvent)]) -> Vec<BackupAttempts> {
+    let mut by: BTreeMap<String, BackupAttempts> = BTreeMap::new();
+    let parse =
+        |k: &str| serde_json::from_str::<(String, String, BTreeMap<String, String>)>(k).ok();
+    for (kind, e) in events {
+        if let Some(k) = kind.strip_prefix(EVENT_BACKUP_LAST) {
+            if let Some((name, host, tags)) = parse(k) {
+                by.insert(
+                    k.to_string(),
+                    BackupAttempts {
+                        name,
+                        host,
+                        tags,
+                        last: *e,
+                        last_failure: None,
+                        producer_status: None,
+                    },
+                );
+            }
+        }
+    }
+    for (kind, e) in events {
+        if let Some(a) = kind
+            .strip_prefix(EVENT_BACKUP_FAILURE)
+            .and_then(|k| by.get_mut(k))
+        {
+            a.last_failure = Some(*e);
+        }
+        if let Some(a) = kind
+            .strip_prefix(EVENT_BACKUP_PRODUCER)
+            .and_then(|k| by.get_mut(k))
+        {
+            a.producer_status = Some(e.code);
+        }
+    }
+    by.into_values().collect()
 }
 
 /// One metric family: help text, type, samples (label set, value) in order.
@@ -123,6 +190,8 @@ fn labels(pairs: &[(String, String)]) -> String {
 
 type SeriesKey = (String, String, BTreeMap<String, String>);
 
+const PRODUCER_HELP: &str = "Exit status of the producer command in the newest backup attempt from this machine (128 + N when killed by signal N), else of the newest snapshot.";
+
 /// The metrics text for `input`.
 pub fn render(input: &Input<'_>) -> String {
     let repo = hex::encode(&input.repo_id[..8]);
@@ -139,10 +208,17 @@ pub fn render(input: &Input<'_>) -> String {
     for (_, v) in input.verifications {
         by_snapshot.entry(v.snapshot).or_default().push(v);
     }
+    let mut attempts: BTreeMap<SeriesKey, &BackupAttempts> = BTreeMap::new();
+    for a in input.backups {
+        let key = (a.name.clone(), a.host.clone(), a.tags.clone());
+        series.entry(key.clone()).or_default();
+        attempts.insert(key, a);
+    }
     for ((name, host, tags), mut snaps) in series {
         snaps.sort_by_key(|s| (s.snapshot.time, s.id));
-        let last = snaps.last().expect("a series has a snapshot");
-        let sn = &last.snapshot;
+        let attempt = attempts
+            .get(&(name.clone(), host.clone(), tags.clone()))
+            .copied();
         let mut pairs = vec![
             ("repo".to_string(), repo.clone()),
             ("name".to_string(), name),
@@ -156,6 +232,41 @@ pub fn render(input: &Input<'_>) -> String {
             }
         }
         let l = labels(&pairs);
+        if let Some(a) = attempt {
+            fam.add(
+                "dumpvault_backup_last_attempt_timestamp_seconds",
+                "When the newest backup attempt of the series from this machine ended.",
+                &l,
+                a.last.time as f64,
+            );
+            fam.add(
+                "dumpvault_backup_last_exit_code",
+                "dumpvault's exit code for the newest backup attempt of the series (0: committed; see the README's exit codes).",
+                &l,
+                a.last.code as f64,
+            );
+            if let Some(f) = a.last_failure {
+                fam.add(
+                    "dumpvault_backup_last_failure_timestamp_seconds",
+                    "When the newest failed backup attempt of the series from this machine ended.",
+                    &l,
+                    f.time as f64,
+                );
+            }
+        }
+        // A series known only from failed attempts has no snapshot metrics yet.
+        let Some(last) = snaps.last() else {
+            if let Some(code) = attempt.and_then(|a| a.producer_status) {
+                fam.add(
+                    "dumpvault_backup_last_producer_exit_status",
+                    PRODUCER_HELP,
+                    &l,
+                    code as f64,
+                );
+            }
+            continue;
+        };
+        let sn = &last.snapshot;
         let size = sn.total_size() as f64;
         let new: u64 = sn.streams.iter().map(|x| x.new_bytes).sum();
         fam.add(
@@ -198,14 +309,16 @@ pub fn render(input: &Input<'_>) -> String {
             &l,
             snaps.len() as f64,
         );
-        // Only a command source has an exit status (always 0 in a committed snapshot).
-        if let Some(code) = sn.streams.iter().find_map(|s| match &s.source {
+        // The newest attempt's producer if this machine remembers one (a failed producer
+        // commits nothing, so only the cache knows its status); else the newest snapshot's.
+        let committed = sn.streams.iter().find_map(|s| match &s.source {
             Source::Command { exit_status, .. } => Some(*exit_status),
             _ => None,
-        }) {
+        });
+        if let Some(code) = attempt.and_then(|a| a.producer_status).or(committed) {
             fam.add(
                 "dumpvault_backup_last_producer_exit_status",
-                "Exit status of the producer command of the newest snapshot (failed producers never commit).",
+                PRODUCER_HELP,
                 &l,
                 code as f64,
             );
@@ -363,6 +476,7 @@ mod tests {
                 ok: false,
                 code: 7,
             }),
+            backups: &[],
             now: DateTime::from_timestamp(400, 0).unwrap(),
         });
         let shop =
@@ -410,5 +524,63 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temp file left behind");
         assert!(write_atomic(&d.path().join("no/such/dir/x.prom"), "").is_err());
+    }
+
+    /// Regression (issue 15, item 5): a failed backup commits no snapshot, so the metrics had
+    /// no trace of it and `dumpvault_backup_last_producer_exit_status` was always 0.
+    #[test]
+    fn failed_backup_attempts_show_their_exit_code_failure_time_and_producer_status() {
+        let s = vec![snap("shop", 100, &[], 1000, 100)];
+        let ev = |time, ok, code| LocalEvent { time, ok, code };
+        let key = |n: &str| series_event_key(n, "db1", &BTreeMap::new());
+        let events = vec![
+            (
+                format!("{EVENT_BACKUP_LAST}{}", key("shop")),
+                ev(300, false, 6),
+            ),
+            (
+                format!("{EVENT_BACKUP_FAILURE}{}", key("shop")),
+                ev(300, false, 6),
+            ),
+            (
+                format!("{EVENT_BACKUP_PRODUCER}{}", key("shop")),
+                ev(300, false, 2),
+            ),
+            (
+                format!("{EVENT_BACKUP_LAST}{}", key("new")),
+                ev(310, false, 6),
+            ),
+            (
+                format!("{EVENT_BACKUP_FAILURE}{}", key("new")),
+                ev(310, false, 6),
+            ),
+            ("backup-last not json".to_string(), ev(1, true, 0)),
+        ];
+        let backups = backup_attempts(&events);
+        assert_eq!(backups.len(), 2);
+        let text = render(&Input {
+            repo_id: &[0xab; 32],
+            snapshots: &s,
+            verifications: &[],
+            fsck: None,
+            backups: &backups,
+            now: DateTime::from_timestamp(400, 0).unwrap(),
+        });
+        let shop = r#"repo="abababababababab",name="shop",host="db1""#;
+        let new = r#"repo="abababababababab",name="new",host="db1""#;
+        for line in [
+            format!("dumpvault_backup_last_exit_code{{{shop}}} 6\n"),
+            format!("dumpvault_backup_last_failure_timestamp_seconds{{{shop}}} 300\n"),
+            format!("dumpvault_backup_last_producer_exit_status{{{shop}}} 2\n"),
+            format!("dumpvault_backup_last_success_timestamp_seconds{{{shop}}} 100\n"),
+            format!("dumpvault_backup_last_exit_code{{{new}}} 6\n"),
+            format!("dumpvault_backup_last_failure_timestamp_seconds{{{new}}} 310\n"),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+        assert!(
+            !text.contains(&format!("dumpvault_backup_snapshots{{{new}}}")),
+            "a series with no snapshot has no snapshot metrics"
+        );
     }
 }

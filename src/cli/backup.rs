@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
-use super::common::write_metrics;
+use super::common::{after_backup, write_metrics};
 use super::common::{human, parse_named, parse_time, print_json, Ctx};
 use super::producer::{command_input, file_input, widen_pipe};
 use super::progress::Progress;
@@ -207,8 +207,18 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
             m
         });
     };
+    super::producer::reset_last_status();
     let result = backup::backup_streams(&mut repo, inputs, &opts, report);
     bar.finish();
+    let code = result.as_ref().map_or_else(|e| e.exit_code(), |_| 0);
+    let tags: std::collections::BTreeMap<String, String> = opts.tags.iter().cloned().collect();
+    after_backup(
+        ctx,
+        &repo,
+        (&opts.name, &opts.host, &tags),
+        code,
+        super::producer::last_status(),
+    );
     write_metrics(ctx, &mut repo);
     let r = result?;
     for st in &r.snapshot.streams {

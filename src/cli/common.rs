@@ -234,6 +234,45 @@ pub(super) fn after_fsck(ctx: &Ctx<'_>, repo: &mut Repo, code: i32) {
     write_metrics(ctx, repo);
 }
 
+/// Remember this backup attempt of a series (local knowledge, in the cache), so that a failure
+/// shows in the metrics: `code` is dumpvault's exit code, `producer` the producer's status.
+pub(super) fn after_backup(
+    ctx: &Ctx<'_>,
+    repo: &Repo,
+    series: (&str, &str, &std::collections::BTreeMap<String, String>),
+    code: i32,
+    producer: Option<i32>,
+) {
+    let Some(c) = cache(ctx, repo) else {
+        return;
+    };
+    let key = metrics::series_event_key(series.0, series.1, series.2);
+    let time = chrono::Utc::now().timestamp();
+    let e = LocalEvent {
+        time,
+        ok: code == 0,
+        code,
+    };
+    let mut writes = vec![(metrics::EVENT_BACKUP_LAST, e)];
+    if code != 0 {
+        writes.push((metrics::EVENT_BACKUP_FAILURE, e));
+    }
+    if let Some(status) = producer {
+        let p = LocalEvent {
+            time,
+            ok: status == 0,
+            code: status,
+        };
+        writes.push((metrics::EVENT_BACKUP_PRODUCER, p));
+    }
+    for (prefix, e) in writes {
+        if let Err(err) = c.record_event(&format!("{prefix}{key}"), e) {
+            eprintln!("dumpvault: warning: cache: cannot record the backup attempt: {err}");
+            return;
+        }
+    }
+}
+
 /// Regenerate `--metrics-file` from the repository. Never fails the command: a problem is a
 /// warning on stderr.
 pub(super) fn write_metrics(ctx: &Ctx<'_>, repo: &mut Repo) {
@@ -243,12 +282,19 @@ pub(super) fn write_metrics(ctx: &Ctx<'_>, repo: &mut Repo) {
     let result = (|| -> Result<()> {
         let (snapshots, _damaged) = repo.snapshots_lenient()?;
         let (records, _bad) = verify::list_records(repo)?;
-        let fsck = cache(ctx, repo).and_then(|c| c.event("fsck").ok().flatten());
+        let c = cache(ctx, repo);
+        let fsck = c.as_ref().and_then(|c| c.event("fsck").ok().flatten());
+        let backups = c
+            .as_ref()
+            .and_then(|c| c.events_with_prefix("backup-").ok())
+            .map(|e| metrics::backup_attempts(&e))
+            .unwrap_or_default();
         let text = metrics::render(&metrics::Input {
             repo_id: &repo.config.repo_id,
             snapshots: &snapshots,
             verifications: &records,
             fsck,
+            backups: &backups,
             now: chrono::Utc::now(),
         });
         metrics::write_atomic(path, &text)

@@ -28,6 +28,18 @@ pub(super) fn widen_pipe(fd: &impl std::os::fd::AsRawFd) {
     let _ = fd;
 }
 
+/// The exit status of the last producer this process waited for (128 + N for signal N), for
+/// the metrics of a failed backup; `i32::MIN`: none ran.
+static LAST_STATUS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(i32::MIN);
+
+pub(super) fn reset_last_status() {
+    LAST_STATUS.store(i32::MIN, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(super) fn last_status() -> Option<i32> {
+    Some(LAST_STATUS.load(std::sync::atomic::Ordering::Relaxed)).filter(|s| *s != i32::MIN)
+}
+
 /// A producer child process, killed and reaped if the backup ends early.
 pub(super) struct Producer {
     pub(super) child: Option<Child>,
@@ -75,6 +87,13 @@ impl Producer {
         let status = child.wait().map_err(|e| Error::io("wait for producer", e));
         crate::signals::set_child(None);
         let status = status?;
+        {
+            use std::os::unix::process::ExitStatusExt;
+            let shell_style = status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            LAST_STATUS.store(shell_style, std::sync::atomic::Ordering::Relaxed);
+        }
         let prog = &self.argv[0];
         if let Some(code) = status.code() {
             if code != 0 {

@@ -12,6 +12,7 @@ mod faults;
 mod fsck;
 mod fuzz_replay;
 mod library;
+mod metrics_failures;
 mod ops;
 mod promises;
 mod prune;
