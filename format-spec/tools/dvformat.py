@@ -554,32 +554,98 @@ def build_tree(leaves, store):
 
 
 # ---------------------------------------------------------------- 07: snapshots
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+                     re.ASCII)
+
+
+def time_key(t):
+    """07 "Times": an RFC 3339 date-time (at most 9 fractional digits) as the integer pair
+    (Unix seconds, nanoseconds) that orders snapshots; a leap second (ss = 60) is second 59 with
+    10^9 added to the nanoseconds. Raises Corrupt if `t` is not of that shape or not a real time."""
+    m = RFC3339.fullmatch(t) if isinstance(t, str) else None
+    if not m:
+        raise Corrupt(f"snapshot: time {t!r} is not an RFC 3339 date-time")
+    y, mo, d, hh, mi, ss = (int(x) for x in m.group(1, 2, 3, 4, 5, 6))
+    leap = ss == 60
+    try:
+        import calendar
+        import datetime as dt
+        dt.date(y, mo, d)
+        if hh > 23 or mi > 59 or ss > 60:
+            raise ValueError("time of day out of range")
+        off = 0
+        if m.group(8):
+            oh, om = int(m.group(9)), int(m.group(10))
+            if oh > 23 or om > 59:
+                raise ValueError("offset out of range")
+            off = (oh * 3600 + om * 60) * (1 if m.group(8) == "+" else -1)
+        secs = calendar.timegm((y, mo, d, hh, mi, 59 if leap else ss)) - off
+    except ValueError as x:
+        raise Corrupt(f"snapshot: time {t!r}: {x}")
+    nanos = int((m.group(7) or "").ljust(9, "0")) + (10**9 if leap else 0)
+    return secs, nanos
+
+
+class _Obj(dict):
+    """A JSON object that remembers which keys it saw more than once."""
+    dups = ()
+
+
+def _pairs(pairs):
+    o = _Obj()
+    seen = set()
+    for k, v in pairs:
+        if k in seen:
+            o.dups = o.dups + (k,)
+        seen.add(k)
+        o[k] = v
+    return o
+
+
+def _no_dups(obj, where, known=None):
+    bad = [k for k in getattr(obj, "dups", ()) if known is None or k in known]
+    if bad:
+        raise Corrupt(f"snapshot: key {bad[0]!r} appears twice in {where}")
+
+
+SNAPSHOT_KEYS = {"format", "time", "host", "name", "tags", "tool_version", "duration_ms", "streams", "requests"}
+STREAM_KEYS = {"name", "source", "size", "blake3", "root", "chunks", "new_chunks", "new_bytes", "dump"}
+SOURCE_KEYS = {"kind", "path", "argv", "exit_status"}
+REQUEST_KEYS = {"put", "get", "head", "list", "delete", "bytes_sent", "bytes_received"}
+DUMP_KEYS = {"kind", "version", "compression", "complete", "problem"}
 
 
 def decode_snapshot(plain):
     if len(plain) > 4 * 1024 * 1024:
         raise Corrupt("snapshot: manifest too large")
     try:
-        s = json.loads(plain.decode("utf-8"))
+        s = json.loads(plain.decode("utf-8"), object_pairs_hook=_pairs)
     except (UnicodeDecodeError, ValueError) as x:
         raise Corrupt(f"snapshot: bad JSON: {x}")
     if not isinstance(s, dict):
         raise Corrupt("snapshot: not an object")
+    _no_dups(s, "the snapshot", SNAPSHOT_KEYS)
     fmt = s.get("format")
-    if isinstance(fmt, int) and fmt > 1:
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > 1:
         raise Unsupported(f"snapshot format {fmt}")
+    if fmt == 0 and isinstance(fmt, int):
+        raise Corrupt("snapshot: format 0 is never valid")
     need = {"format": int, "time": str, "host": str, "name": str, "tool_version": str,
             "duration_ms": int, "streams": list}
     for k, t in need.items():
         if not isinstance(s.get(k), t) or isinstance(s.get(k), bool):
             raise Corrupt(f"snapshot: field {k!r} missing or of the wrong type")
-    if not RFC3339.match(s["time"]):
-        raise Corrupt("snapshot: time is not RFC 3339")
+    time_key(s["time"])
     tags = s.get("tags", {})
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise Corrupt("snapshot: tags must map strings to strings")
+    _no_dups(tags, "tags")
     for st in s["streams"]:
+        if isinstance(st, dict):
+            _no_dups(st, "a stream", STREAM_KEYS)
+            _no_dups(st.get("source"), "a source", SOURCE_KEYS)
+            if st.get("dump") is not None:
+                _no_dups(st["dump"], "dump", DUMP_KEYS)
         for k, t in {"name": str, "source": dict, "size": int, "blake3": str, "root": str,
                      "chunks": int, "new_chunks": int, "new_bytes": int}.items():
             if not isinstance(st.get(k), t) or isinstance(st.get(k), bool):
@@ -593,6 +659,7 @@ def decode_snapshot(plain):
     if req is not None:  # optional statistics; if present, all seven counters (07)
         if not isinstance(req, dict):
             raise Corrupt("snapshot: requests is not an object")
+        _no_dups(req, "requests", REQUEST_KEYS)
         for k in ("put", "get", "head", "list", "delete", "bytes_sent", "bytes_received"):
             n = req.get(k)
             if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 1 << 64:
@@ -992,7 +1059,7 @@ def main(argv):
     pw = os.environ.get("DUMPVAULT_PASSWORD", "").encode()
     repo.open(pw)
     if cmd == "snapshots":
-        for n, s in sorted(repo.snapshots(), key=lambda x: (x[1]["time"], x[0])):
+        for n, s in sorted(repo.snapshots(), key=lambda x: (time_key(x[1]["time"]), x[0])):
             print(n[:8], s["time"], s["host"], s["name"], sum(st["size"] for st in s["streams"]))
         return 0
     if cmd == "cat":
