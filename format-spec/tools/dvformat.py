@@ -161,6 +161,8 @@ def decode_keyfile(b):
         raise Corrupt("key file: bad magic")
     r.take(8)
     version = r.uint(4)
+    if version == 0:
+        raise Corrupt("key file: version 0 is never valid")
     if version != 1:
         raise Unsupported(f"key file version {version}")
     kf = {"repo_id": r.take(32), "m": r.uint(4), "t": r.uint(4), "p": r.uint(4),
@@ -259,6 +261,8 @@ def envelope_open(data_key, kind, b, bound=b""):
     h = b[:8]
     if h[:4] != b"DVOB":
         raise Corrupt(f"{kind}: bad magic")
+    if h[5] == 0:
+        raise Corrupt(f"{kind}: envelope version 0 is never valid")
     if h[5] > 1:
         raise Unsupported(f"{kind}: envelope version {h[5]}")
     if h != envelope_header(kind):
@@ -319,6 +323,8 @@ def parse_trailer(pack_len, trailer):
         raise Corrupt("pack: too short for a trailer")
     if trailer[4:7] != b"DVP":
         raise Corrupt("pack: bad trailer magic")
+    if trailer[7] == 0:
+        raise Corrupt("pack: trailer version 0 is never valid")
     if trailer[7] != 1:
         raise Unsupported(f"pack version {trailer[7]}")
     hlen = int.from_bytes(trailer[:4], "little")
@@ -926,6 +932,10 @@ def negative_vectors():
                   verify_config_mac(mutate(cfg, [(90, bytes.fromhex(cfg)[90] ^ 1)]), K))),
         ("key file", "byte 0 = 00", "K3", "damaged", lambda: decode_keyfile(mutate(kf, [(0, 0)]))),
         ("key file", "byte 8 = 02 (version 2)", "K4", "too new", lambda: decode_keyfile(mutate(kf, [(8, 2)]))),
+        ("key file", "byte 8 = 00 (version 0)", "K4", "damaged", lambda: decode_keyfile(mutate(kf, [(8, 0)]))),
+        ("key file", "first 10 bytes only", "K4", "damaged", lambda: decode_keyfile(mutate(kf, truncate=10))),
+        ("key file", "byte 48 = 03 (t_cost 3; K2 holds)", "K9", "not opened",
+         lambda: unwrap_keyfile(decode_keyfile(mutate(kf, [(48, 3)])), b"correct horse")),
         ("key file", "bytes 96-97 = 01 01 (label length 257)", "K6", "damaged", lambda: decode_keyfile(mutate(kf, [(96, 1), (97, 1)]))),
         ("key file", "byte 98 = ff (label not UTF-8)", "K6", "damaged", lambda: decode_keyfile(mutate(kf, [(98, 0xFF)]))),
         ("key file", "last byte removed", "K7", "damaged", lambda: decode_keyfile(mutate(kf, truncate=220))),
@@ -933,6 +943,7 @@ def negative_vectors():
         ("key file", "bytes 44-47 = 00 04 00 00 (m_cost 1024)", "K2", "weak",
          lambda: unwrap_keyfile(decode_keyfile(mutate(kf, [(44, 0), (45, 4), (46, 0), (47, 0)])), b"correct horse")),
         ("pack", "last byte = 02 (pack version 2)", "P2", "too new", lambda: read_pack_header(K, mutate(pack, [(291, 2)]))),
+        ("pack", "last byte = 00 (pack version 0)", "P2", "damaged", lambda: read_pack_header(K, mutate(pack, [(291, 0)]))),
         ("pack", "byte 288 = 00 (trailer magic)", "P1", "damaged", lambda: read_pack_header(K, mutate(pack, [(288, 0)]))),
         ("pack", "last 3 bytes removed", "P1", "damaged", lambda: read_pack_header(K, mutate(pack, truncate=289))),
         ("pack", "byte 284 = 8d (header_len 141)", "P5", "damaged", lambda: read_pack_header(K, mutate(pack, [(284, 0x8D)]))),
@@ -941,8 +952,11 @@ def negative_vectors():
          lambda: read_pack_header(K, mutate(pack, [(200, bytes.fromhex(pack)[200] ^ 1)]))),
         ("pack", "byte 30 ^= 1 (blob 0 ciphertext), open blob 0", "B2", "damaged",
          lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[0], mutate(pack, [(30, bytes.fromhex(pack)[30] ^ 1)])[:56])),
-        ("pack", "blob 0 opened under blob 1's entry", "B1/B2", "damaged",
+        ("pack", "bytes 0-55 (blob 0) opened with entry 1 as it is (stored_len 88)", "B1", "damaged",
          lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[1], bytes.fromhex(pack)[:56])),
+        ("pack", "bytes 0-55 opened with entry 0 but entry 1's kind and chunk ID (AAD)", "B2", "damaged",
+         lambda: open_blob(mk, dict(read_pack_header(K, bytes.fromhex(pack))[0], kind=1,
+                                    id=read_pack_header(K, bytes.fromhex(pack))[1]["id"]), bytes.fromhex(pack)[:56])),
         ("index", "byte 0 = 00", "IX1", "damaged", lambda: open_index_object(K, mutate(idx, [(0, 0)]))),
         ("index", "byte 4 = 02 (index object version 2)", "IX2", "too new", lambda: open_index_object(K, mutate(idx, [(4, 2)]))),
         ("index", "byte 4 = 00 (index object version 0)", "IX2", "damaged", lambda: open_index_object(K, mutate(idx, [(4, 0)]))),
@@ -953,6 +967,7 @@ def negative_vectors():
          lambda: open_index_object(K, mutate(idx, [(12, bytes.fromhex(idx)[12] ^ 1)]))),
         ("index", "byte 48 = 02 (envelope kind snapshot)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(48, 2)]))),
         ("index", "byte 49 = 02 (envelope version 2)", "E3", "too new", lambda: open_index_object(K, mutate(idx, [(49, 2)]))),
+        ("index", "byte 49 = 00 (envelope version 0)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(49, 0)]))),
         ("index", "byte 50 = 01 (envelope reserved)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(50, 1)]))),
         ("index", "first 91 bytes only (a 47-byte envelope)", "E1", "damaged", lambda: open_index_object(K, mutate(idx, truncate=91))),
         ("index", "last byte removed", "E5", "damaged", lambda: open_index_object(K, mutate(idx, truncate=239))),
@@ -969,8 +984,23 @@ def negative_vectors():
         ("tree", "byte 4 = 02 (count 2, one entry present)", "T2", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(4, 2)]))),
         ("tree", "byte 40 = 00 (entry length 0)", "T2a", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(40, 0)]))),
         ("snapshot", "byte 4 = 01 (kind index), opened as snapshot", "E4", "damaged", lambda: envelope_open(K, "snapshot", mutate(snap, [(4, 1)]))),
+        ("snapshot", "byte 5 = 00 (envelope version 0)", "E4", "damaged", lambda: envelope_open(K, "snapshot", mutate(snap, [(5, 0)]))),
         ("snapshot plaintext", "\"format\":2", "S4", "too new",
          lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":2').encode())),
+        ("snapshot plaintext", "\"format\":0", "S4", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":0').encode())),
+        ("snapshot plaintext", "\"format\":1.0", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":1.0').encode())),
+        ("snapshot plaintext", "\"tags\":null", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"tags":{"env":"prod"}', '"tags":null').encode())),
+        ("snapshot plaintext", "a tag key twice", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"env":"prod"', '"env":"prod","env":"test"').encode())),
+        ("snapshot plaintext", "\"host\" twice", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"host":"db1",', '"host":"db1","host":"db1",').encode())),
+        ("snapshot plaintext", "time with a space for T", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace("2026-11-21T03", "2026-11-21 03").encode())),
+        ("snapshot plaintext", "time with ten fractional digits", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace("03:00:00Z", "03:00:00.1234567891Z").encode())),
         ("snapshot plaintext", "\"kind\":\"pipe\" in source", "S3", "damaged",
          lambda: decode_snapshot(v["snapshot_json"].replace('"kind":"command"', '"kind":"pipe"').encode())),
         ("snapshot plaintext", "field \"host\" removed", "S3", "damaged",

@@ -19,3 +19,4 @@ mod s3;
 mod s3proxy;
 mod streams;
 mod tamper;
+mod vectors;
