@@ -892,7 +892,72 @@ def kat():
     v["cuts_seed0"] = cut_points(xorshift(1 << 20, 0xDEADBEEF), 8192, 32768, 131072, 0)
     v["is_boundary"] = [is_boundary(bytes([0x00, 0xFC]) + bytes(30)), is_boundary(bytes([0x00, 0x03]) + bytes(30)),
                         is_boundary(bytes([0x01, 0x00]) + bytes(30))]
+    v.update(tree_vector())
     return v
+
+
+# The multi-level tree of 10 §13: six 4096-byte pieces whose chunk IDs were chosen (by the
+# nonce in each piece's first four bytes, which the chunker never hashes) so that the tree has
+# three levels, a level-1 node closed by a boundary, and, for the three-piece prefix, a skipped
+# one-child root.
+TREE_CHUNKER = (256, 1024, 4096)
+TREE_TAIL_SEED = 329
+TREE_NONCES = (709, 4187, 1394, 0, 4394, 1)
+
+
+def xorshift_bytes(n, s):
+    out = bytearray(n)
+    for i in range(n):
+        s ^= (s << 13) & M64
+        s ^= s >> 7
+        s ^= (s << 17) & M64
+        out[i] = (s >> 24) & 0xFF
+    return bytes(out)
+
+
+def tree_vector_pieces():
+    tail = xorshift_bytes(4096 - 256, TREE_TAIL_SEED)
+    return [u32(n) + bytes(252) + tail for n in TREE_NONCES]
+
+
+def tree_vector():
+    """10 §13: chunk the two streams with the config's sizes and seed S, build their trees
+    (06), and check the shape the vector promises."""
+    id_key = bytes(range(0x20, 0x40))
+    seed = 0x0123456789ABCDEF
+    pieces = tree_vector_pieces()
+    a, b = b"".join(pieces), b"".join(pieces[:3])
+    v = {}
+    for name, stream, n in (("a", a, 6), ("b", b, 3)):
+        cuts = cut_points(stream, *TREE_CHUNKER, seed)
+        assert cuts == [4096 * (i + 1) for i in range(n)], cuts
+        nodes = []
+
+        def store(plain):
+            nodes.append(plain)
+            return chunk_id(id_key, plain)
+        leaves = [(chunk_id(id_key, stream[c - 4096:c]), 4096) for c in cuts]
+        root = build_tree(leaves, store)
+        v[f"tree_{name}_size"] = len(stream)
+        v[f"tree_{name}_blake3"] = object_id(stream).hex()
+        v[f"tree_{name}_root"] = root.hex()
+        v[f"tree_{name}_nodes"] = [(chunk_id(id_key, p).hex(), p[0], [(e[0][:4].hex(), e[1]) for e in decode_tree(p)[1]])
+                                   for p in nodes]
+        if name == "a":
+            v["tree_chunks"] = [(l[0].hex(), is_boundary(l[0])) for l in leaves]
+    # The shape: a level-2 root over two level-1 nodes over four level-0 nodes; the prefix's
+    # root is the first level-1 node (its one-child level-2 root skipped).
+    levels = [lvl for _, lvl, _ in v["tree_a_nodes"]]
+    assert levels == [0, 0, 1, 0, 0, 1, 2], levels
+    assert v["tree_a_root"] == v["tree_a_nodes"][-1][0]
+    assert v["tree_b_root"] == v["tree_a_nodes"][2][0]
+    assert [bd for _, bd in v["tree_chunks"]] == [True, False, True, False, True, False]
+    assert v["tree_a_root"] == TREE_ROOT_A and v["tree_b_root"] == TREE_ROOT_B, (v["tree_a_root"], v["tree_b_root"])
+    return v
+
+
+TREE_ROOT_A = "942c430842b364c0a6a3facab7a593b4b9dc0be6f1983570f5a25d0ef46e1087"
+TREE_ROOT_B = "529adc84387f2764c10fb4b2449a6f20c60f0726729689a4ca7090495a96e91c"
 
 
 def mutate(hexbytes, edits=(), truncate=None, append=b""):

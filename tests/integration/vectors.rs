@@ -1,6 +1,7 @@
 //! The known-answer and negative vectors of `format-spec/10-known-answer-vectors.md`, as
 //! dumpvault reads them: the rows the spec marks as needing a dumpvault test (the version-0
-//! rows, the exact B1/B2 and t_cost procedures, key-file opening precedence).
+//! rows, the exact B1/B2 and t_cost procedures, key-file opening precedence) and the
+//! multi-level tree of §13, written by dumpvault's own backup and restored.
 
 use std::sync::Arc;
 
@@ -13,8 +14,12 @@ use dumpvault::format::envelope;
 use dumpvault::format::index::IndexFile;
 use dumpvault::format::keyfile::KeyFile;
 use dumpvault::format::pack::{self as fpack, BlobKind};
+use dumpvault::format::tree::TreeNode;
 use dumpvault::id::ObjectId;
+use dumpvault::ops::backup::{backup, BackupOptions};
+use dumpvault::ops::restore::restore;
 use dumpvault::repo::{OpenOptions, Repo};
+use dumpvault::snapshot::Source;
 
 /// 10 §5.
 const CONFIG: &str = concat!(
@@ -76,6 +81,41 @@ const SNAPSHOT: &str = concat!(
     "7a128c3581a01bd84b1495f0812b53ebe4785ccdd1c59db0942b4dbf2602840a",
     "a8",
 );
+const TREE_ROOT_A: &str = "942c430842b364c0a6a3facab7a593b4b9dc0be6f1983570f5a25d0ef46e1087";
+const TREE_ROOT_B: &str = "529adc84387f2764c10fb4b2449a6f20c60f0726729689a4ca7090495a96e91c";
+const TREE_BLAKE3_A: &str = "bd180a653456b5ca0a8593efafd788518bc45ae0a8470afa42c4ecb5f960aee4";
+const TREE_BLAKE3_B: &str = "47db5145c95bb2647ba7dfdff9085f48c5bed464326dbf09a56578a25246c9c1";
+/// 10 §13: every tree blob of stream a, in the order they close: (chunk ID, level).
+const TREE_NODES_A: [(&str, u8); 7] = [
+    (
+        "af3511089a392b6524c63553908345a9e3352c165b21faedfeb1b2e0ff2be1b5",
+        0,
+    ),
+    (
+        "0048ced9a3a3d73751492b95bf19286dd72a65eadf7ea609647ab7aa6800ae42",
+        0,
+    ),
+    (
+        "529adc84387f2764c10fb4b2449a6f20c60f0726729689a4ca7090495a96e91c",
+        1,
+    ),
+    (
+        "78a38b5aa772edd7ca38084f658df2e0cdd92fef2344acef88527e4cfe6d9602",
+        0,
+    ),
+    (
+        "9447faaa46b35679c52bb1b0a6ba235c841b3e0df5ceb2bccf4ada022d37c261",
+        0,
+    ),
+    (
+        "90e58881e0b1dd0fa4cc6da8c5c5f1634c66388fa2d877c3f548438bb5aa2bcb",
+        1,
+    ),
+    (
+        "942c430842b364c0a6a3facab7a593b4b9dc0be6f1983570f5a25d0ef46e1087",
+        2,
+    ),
+];
 
 /// §4: `data_key = K`, `id_key = I`, `chunker_seed = S`.
 fn master() -> MasterKey {
@@ -204,6 +244,93 @@ fn kat_repository(chunk: (u32, u32, u32)) -> Arc<dyn Backend> {
     b.put(ObjectKind::Config, "config", &c.encode(&master()))
         .unwrap();
     b
+}
+
+/// §13: six 4096-byte pieces: the u32 nonce, 252 zero bytes, then 3840 bytes of the §11
+/// xorshift generator seeded with 329.
+fn tree_pieces() -> Vec<Vec<u8>> {
+    let mut s: u64 = 329;
+    let tail: Vec<u8> = (0..3840)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect();
+    [709u32, 4187, 1394, 0, 4394, 1]
+        .iter()
+        .map(|n| [&n.to_le_bytes()[..], &[0; 252], &tail].concat())
+        .collect()
+}
+
+/// §13: dumpvault's own backup of the two streams gives the vector's roots (a three-level
+/// tree; the prefix's one-child level-2 root skipped), the tree blobs have the listed levels,
+/// and restore gives the streams back.
+#[test]
+fn multi_level_tree_vector() {
+    let backend = kat_repository((256, 1024, 4096));
+    let pieces = tree_pieces();
+    let a = pieces.concat();
+    let b = pieces[..3].concat();
+    let oo = OpenOptions::default();
+    let mut repo = Repo::open(Arc::clone(&backend), b"correct horse", &oo).unwrap();
+    let mut roots = Vec::new();
+    for (name, stream) in [("a", &a), ("b", &b)] {
+        let opts = BackupOptions {
+            name: name.into(),
+            host: "kat".into(),
+            stream_name: name.into(),
+            ..Default::default()
+        };
+        let r = backup(&mut repo, &stream[..], &opts, || Ok(Source::Stdin), |_| {}).unwrap();
+        let st = &r.snapshot.streams[0];
+        assert_eq!(st.chunks, stream.len() as u64 / 4096, "{name}");
+        roots.push((r.snapshot_id, st.root, st.blake3.clone()));
+    }
+    assert_eq!(roots[0].1.to_hex(), TREE_ROOT_A);
+    assert_eq!(roots[1].1.to_hex(), TREE_ROOT_B);
+    assert_eq!(roots[0].2, TREE_BLAKE3_A);
+    assert_eq!(roots[1].2, TREE_BLAKE3_B);
+
+    // Walk stream a's tree from the root: every tree blob, with its level.
+    let mut reader = Repo::open(Arc::clone(&backend), b"correct horse", &oo).unwrap();
+    let mut ir = Repo::open(Arc::clone(&backend), b"correct horse", &oo).unwrap();
+    let index = ir.index().unwrap();
+    let mut found = Vec::new();
+    let mut todo = vec![roots[0].1];
+    while let Some(id) = todo.pop() {
+        let node = TreeNode::decode(&reader.read_blob(index, &id).unwrap()).unwrap();
+        if node.level > 0 {
+            todo.extend(node.entries.iter().map(|e| e.id));
+        }
+        found.push((id.to_hex(), node.level));
+    }
+    found.sort();
+    let mut want: Vec<(String, u8)> = TREE_NODES_A
+        .iter()
+        .map(|(h, l)| (h.to_string(), *l))
+        .collect();
+    want.sort();
+    assert_eq!(found, want, "tree blobs of stream a and their levels");
+    assert_eq!(TREE_NODES_A[6], (TREE_ROOT_A, 2), "the root is level 2");
+    assert_eq!(
+        TREE_NODES_A[2],
+        (TREE_ROOT_B, 1),
+        "b's root is a's first level-1 node"
+    );
+
+    for ((snap_id, _, _), want) in roots.iter().zip([&a, &b]) {
+        let snap = reader
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == *snap_id)
+            .unwrap();
+        let mut out = Vec::new();
+        restore(&mut reader, &snap, None, &mut out, |_| {}).unwrap();
+        assert_eq!(&out, want);
+    }
 }
 
 /// 02 "Opening a repository: the order key files are tried", step 4: what `Repo::open` reports
