@@ -59,15 +59,19 @@ pub fn list_locks(
     let mut out = Vec::new();
     for (name, _) in backend.list(ObjectKind::Lock)? {
         // Not a lock object's name (rule N2: a stray or upper-case file): not a lock.
-        if crate::id::parse_name(&name).is_none() {
+        let Some(id) = crate::id::parse_name(&name) else {
             continue;
-        }
+        };
         let parsed = match backend.get(ObjectKind::Lock, &name) {
-            Ok(bytes) => {
-                let id = ObjectId::of(&bytes);
-                envelope::open(key, ObjectKind::Lock, &id, &bytes)
-                    .and_then(|p| crate::format::lock::decode(&id, &p))
-            }
+            // Rule N1, as for every other object: a lock is named by the BLAKE3 of its bytes
+            // (a refresh writes a new object under a new name), so a mismatch is damage.
+            Ok(bytes) if ObjectId::of(&bytes) != id => Err(Error::corrupt(
+                ObjectKind::Lock,
+                id,
+                "content does not hash to its name",
+            )),
+            Ok(bytes) => envelope::open(key, ObjectKind::Lock, &id, &bytes)
+                .and_then(|p| crate::format::lock::decode(&id, &p)),
             // Deleted between list and get: its holder released it.
             Err(Error::ObjectNotFound { .. }) => continue,
             Err(e) => Err(e),
@@ -268,5 +272,45 @@ mod tests {
         };
         write_lock(b.as_ref(), &k, &dead).unwrap();
         LockGuard::acquire(Arc::clone(&b), &k, false, "backup").unwrap();
+    }
+
+    /// Rule N1 applies to locks too: an intact, openable lock stored under a name that is not
+    /// the BLAKE3 of its bytes is damage, hence unreadable, hence a conflict (L4).
+    #[test]
+    fn n1_lock_under_another_name_is_damage() {
+        let b: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+        let k = MasterKey::generate();
+        let now = Utc::now();
+        let info = LockInfo {
+            host: "elsewhere".into(),
+            pid: 1,
+            exclusive: false,
+            created: now,
+            refreshed: now,
+            operation: "backup".into(),
+        };
+        let name = write_lock(b.as_ref(), &k, &info).unwrap();
+        let listed = list_locks(b.as_ref(), &k).unwrap();
+        assert!(matches!(&listed[..], [(n, Ok(_))] if *n == name));
+        let bytes = b.get(ObjectKind::Lock, &name).unwrap();
+        b.delete(ObjectKind::Lock, &name).unwrap();
+        let wrong = ObjectId::of(b"another object").to_hex();
+        b.put(ObjectKind::Lock, &wrong, &bytes).unwrap();
+        let listed = list_locks(b.as_ref(), &k).unwrap();
+        match &listed[..] {
+            [(n, Err(e))] => {
+                assert_eq!(*n, wrong);
+                assert!(
+                    e.is_corruption() && e.to_string().contains("hash to its name"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A shared lock would not conflict with a shared one; the damaged one does.
+        assert!(matches!(
+            LockGuard::acquire(Arc::clone(&b), &k, false, "backup"),
+            Err(Error::LockHeld(m)) if m.contains("unreadable")
+        ));
     }
 }

@@ -15,11 +15,12 @@ pub struct Snapshot {
     /// Manifest format; 1 for this version.
     pub format: u32,
     /// When the dump was taken (`--time` overrides it when importing older dumps).
+    #[serde(deserialize_with = "crate::format::snapshot::de_time")]
     pub time: DateTime<Utc>,
     pub host: String,
     /// Series name (`--name`), e.g. "shop".
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::format::snapshot::de_tags")]
     pub tags: BTreeMap<String, String>,
     /// dumpvault version that wrote it.
     pub tool_version: String,

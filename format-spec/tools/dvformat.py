@@ -161,6 +161,8 @@ def decode_keyfile(b):
         raise Corrupt("key file: bad magic")
     r.take(8)
     version = r.uint(4)
+    if version == 0:
+        raise Corrupt("key file: version 0 is never valid")
     if version != 1:
         raise Unsupported(f"key file version {version}")
     kf = {"repo_id": r.take(32), "m": r.uint(4), "t": r.uint(4), "p": r.uint(4),
@@ -259,6 +261,8 @@ def envelope_open(data_key, kind, b, bound=b""):
     h = b[:8]
     if h[:4] != b"DVOB":
         raise Corrupt(f"{kind}: bad magic")
+    if h[5] == 0:
+        raise Corrupt(f"{kind}: envelope version 0 is never valid")
     if h[5] > 1:
         raise Unsupported(f"{kind}: envelope version {h[5]}")
     if h != envelope_header(kind):
@@ -319,6 +323,8 @@ def parse_trailer(pack_len, trailer):
         raise Corrupt("pack: too short for a trailer")
     if trailer[4:7] != b"DVP":
         raise Corrupt("pack: bad trailer magic")
+    if trailer[7] == 0:
+        raise Corrupt("pack: trailer version 0 is never valid")
     if trailer[7] != 1:
         raise Unsupported(f"pack version {trailer[7]}")
     hlen = int.from_bytes(trailer[:4], "little")
@@ -554,32 +560,98 @@ def build_tree(leaves, store):
 
 
 # ---------------------------------------------------------------- 07: snapshots
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+                     re.ASCII)
+
+
+def time_key(t):
+    """07 "Times": an RFC 3339 date-time (at most 9 fractional digits) as the integer pair
+    (Unix seconds, nanoseconds) that orders snapshots; a leap second (ss = 60) is second 59 with
+    10^9 added to the nanoseconds. Raises Corrupt if `t` is not of that shape or not a real time."""
+    m = RFC3339.fullmatch(t) if isinstance(t, str) else None
+    if not m:
+        raise Corrupt(f"snapshot: time {t!r} is not an RFC 3339 date-time")
+    y, mo, d, hh, mi, ss = (int(x) for x in m.group(1, 2, 3, 4, 5, 6))
+    leap = ss == 60
+    try:
+        import calendar
+        import datetime as dt
+        dt.date(y, mo, d)
+        if hh > 23 or mi > 59 or ss > 60:
+            raise ValueError("time of day out of range")
+        off = 0
+        if m.group(8):
+            oh, om = int(m.group(9)), int(m.group(10))
+            if oh > 23 or om > 59:
+                raise ValueError("offset out of range")
+            off = (oh * 3600 + om * 60) * (1 if m.group(8) == "+" else -1)
+        secs = calendar.timegm((y, mo, d, hh, mi, 59 if leap else ss)) - off
+    except ValueError as x:
+        raise Corrupt(f"snapshot: time {t!r}: {x}")
+    nanos = int((m.group(7) or "").ljust(9, "0")) + (10**9 if leap else 0)
+    return secs, nanos
+
+
+class _Obj(dict):
+    """A JSON object that remembers which keys it saw more than once."""
+    dups = ()
+
+
+def _pairs(pairs):
+    o = _Obj()
+    seen = set()
+    for k, v in pairs:
+        if k in seen:
+            o.dups = o.dups + (k,)
+        seen.add(k)
+        o[k] = v
+    return o
+
+
+def _no_dups(obj, where, known=None):
+    bad = [k for k in getattr(obj, "dups", ()) if known is None or k in known]
+    if bad:
+        raise Corrupt(f"snapshot: key {bad[0]!r} appears twice in {where}")
+
+
+SNAPSHOT_KEYS = {"format", "time", "host", "name", "tags", "tool_version", "duration_ms", "streams", "requests"}
+STREAM_KEYS = {"name", "source", "size", "blake3", "root", "chunks", "new_chunks", "new_bytes", "dump"}
+SOURCE_KEYS = {"kind", "path", "argv", "exit_status"}
+REQUEST_KEYS = {"put", "get", "head", "list", "delete", "bytes_sent", "bytes_received"}
+DUMP_KEYS = {"kind", "version", "compression", "complete", "problem"}
 
 
 def decode_snapshot(plain):
     if len(plain) > 4 * 1024 * 1024:
         raise Corrupt("snapshot: manifest too large")
     try:
-        s = json.loads(plain.decode("utf-8"))
+        s = json.loads(plain.decode("utf-8"), object_pairs_hook=_pairs)
     except (UnicodeDecodeError, ValueError) as x:
         raise Corrupt(f"snapshot: bad JSON: {x}")
     if not isinstance(s, dict):
         raise Corrupt("snapshot: not an object")
+    _no_dups(s, "the snapshot", SNAPSHOT_KEYS)
     fmt = s.get("format")
-    if isinstance(fmt, int) and fmt > 1:
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > 1:
         raise Unsupported(f"snapshot format {fmt}")
+    if fmt == 0 and isinstance(fmt, int):
+        raise Corrupt("snapshot: format 0 is never valid")
     need = {"format": int, "time": str, "host": str, "name": str, "tool_version": str,
             "duration_ms": int, "streams": list}
     for k, t in need.items():
         if not isinstance(s.get(k), t) or isinstance(s.get(k), bool):
             raise Corrupt(f"snapshot: field {k!r} missing or of the wrong type")
-    if not RFC3339.match(s["time"]):
-        raise Corrupt("snapshot: time is not RFC 3339")
+    time_key(s["time"])
     tags = s.get("tags", {})
     if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
         raise Corrupt("snapshot: tags must map strings to strings")
+    _no_dups(tags, "tags")
     for st in s["streams"]:
+        if isinstance(st, dict):
+            _no_dups(st, "a stream", STREAM_KEYS)
+            _no_dups(st.get("source"), "a source", SOURCE_KEYS)
+            if st.get("dump") is not None:
+                _no_dups(st["dump"], "dump", DUMP_KEYS)
         for k, t in {"name": str, "source": dict, "size": int, "blake3": str, "root": str,
                      "chunks": int, "new_chunks": int, "new_bytes": int}.items():
             if not isinstance(st.get(k), t) or isinstance(st.get(k), bool):
@@ -593,6 +665,7 @@ def decode_snapshot(plain):
     if req is not None:  # optional statistics; if present, all seven counters (07)
         if not isinstance(req, dict):
             raise Corrupt("snapshot: requests is not an object")
+        _no_dups(req, "requests", REQUEST_KEYS)
         for k in ("put", "get", "head", "list", "delete", "bytes_sent", "bytes_received"):
             n = req.get(k)
             if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 1 << 64:
@@ -819,7 +892,72 @@ def kat():
     v["cuts_seed0"] = cut_points(xorshift(1 << 20, 0xDEADBEEF), 8192, 32768, 131072, 0)
     v["is_boundary"] = [is_boundary(bytes([0x00, 0xFC]) + bytes(30)), is_boundary(bytes([0x00, 0x03]) + bytes(30)),
                         is_boundary(bytes([0x01, 0x00]) + bytes(30))]
+    v.update(tree_vector())
     return v
+
+
+# The multi-level tree of 10 §13: six 4096-byte pieces whose chunk IDs were chosen (by the
+# nonce in each piece's first four bytes, which the chunker never hashes) so that the tree has
+# three levels, a level-1 node closed by a boundary, and, for the three-piece prefix, a skipped
+# one-child root.
+TREE_CHUNKER = (256, 1024, 4096)
+TREE_TAIL_SEED = 329
+TREE_NONCES = (709, 4187, 1394, 0, 4394, 1)
+
+
+def xorshift_bytes(n, s):
+    out = bytearray(n)
+    for i in range(n):
+        s ^= (s << 13) & M64
+        s ^= s >> 7
+        s ^= (s << 17) & M64
+        out[i] = (s >> 24) & 0xFF
+    return bytes(out)
+
+
+def tree_vector_pieces():
+    tail = xorshift_bytes(4096 - 256, TREE_TAIL_SEED)
+    return [u32(n) + bytes(252) + tail for n in TREE_NONCES]
+
+
+def tree_vector():
+    """10 §13: chunk the two streams with the config's sizes and seed S, build their trees
+    (06), and check the shape the vector promises."""
+    id_key = bytes(range(0x20, 0x40))
+    seed = 0x0123456789ABCDEF
+    pieces = tree_vector_pieces()
+    a, b = b"".join(pieces), b"".join(pieces[:3])
+    v = {}
+    for name, stream, n in (("a", a, 6), ("b", b, 3)):
+        cuts = cut_points(stream, *TREE_CHUNKER, seed)
+        assert cuts == [4096 * (i + 1) for i in range(n)], cuts
+        nodes = []
+
+        def store(plain):
+            nodes.append(plain)
+            return chunk_id(id_key, plain)
+        leaves = [(chunk_id(id_key, stream[c - 4096:c]), 4096) for c in cuts]
+        root = build_tree(leaves, store)
+        v[f"tree_{name}_size"] = len(stream)
+        v[f"tree_{name}_blake3"] = object_id(stream).hex()
+        v[f"tree_{name}_root"] = root.hex()
+        v[f"tree_{name}_nodes"] = [(chunk_id(id_key, p).hex(), p[0], [(e[0][:4].hex(), e[1]) for e in decode_tree(p)[1]])
+                                   for p in nodes]
+        if name == "a":
+            v["tree_chunks"] = [(l[0].hex(), is_boundary(l[0])) for l in leaves]
+    # The shape: a level-2 root over two level-1 nodes over four level-0 nodes; the prefix's
+    # root is the first level-1 node (its one-child level-2 root skipped).
+    levels = [lvl for _, lvl, _ in v["tree_a_nodes"]]
+    assert levels == [0, 0, 1, 0, 0, 1, 2], levels
+    assert v["tree_a_root"] == v["tree_a_nodes"][-1][0]
+    assert v["tree_b_root"] == v["tree_a_nodes"][2][0]
+    assert [bd for _, bd in v["tree_chunks"]] == [True, False, True, False, True, False]
+    assert v["tree_a_root"] == TREE_ROOT_A and v["tree_b_root"] == TREE_ROOT_B, (v["tree_a_root"], v["tree_b_root"])
+    return v
+
+
+TREE_ROOT_A = "942c430842b364c0a6a3facab7a593b4b9dc0be6f1983570f5a25d0ef46e1087"
+TREE_ROOT_B = "529adc84387f2764c10fb4b2449a6f20c60f0726729689a4ca7090495a96e91c"
 
 
 def mutate(hexbytes, edits=(), truncate=None, append=b""):
@@ -859,6 +997,10 @@ def negative_vectors():
                   verify_config_mac(mutate(cfg, [(90, bytes.fromhex(cfg)[90] ^ 1)]), K))),
         ("key file", "byte 0 = 00", "K3", "damaged", lambda: decode_keyfile(mutate(kf, [(0, 0)]))),
         ("key file", "byte 8 = 02 (version 2)", "K4", "too new", lambda: decode_keyfile(mutate(kf, [(8, 2)]))),
+        ("key file", "byte 8 = 00 (version 0)", "K4", "damaged", lambda: decode_keyfile(mutate(kf, [(8, 0)]))),
+        ("key file", "first 10 bytes only", "K4", "damaged", lambda: decode_keyfile(mutate(kf, truncate=10))),
+        ("key file", "byte 48 = 03 (t_cost 3; K2 holds)", "K9", "not opened",
+         lambda: unwrap_keyfile(decode_keyfile(mutate(kf, [(48, 3)])), b"correct horse")),
         ("key file", "bytes 96-97 = 01 01 (label length 257)", "K6", "damaged", lambda: decode_keyfile(mutate(kf, [(96, 1), (97, 1)]))),
         ("key file", "byte 98 = ff (label not UTF-8)", "K6", "damaged", lambda: decode_keyfile(mutate(kf, [(98, 0xFF)]))),
         ("key file", "last byte removed", "K7", "damaged", lambda: decode_keyfile(mutate(kf, truncate=220))),
@@ -866,6 +1008,7 @@ def negative_vectors():
         ("key file", "bytes 44-47 = 00 04 00 00 (m_cost 1024)", "K2", "weak",
          lambda: unwrap_keyfile(decode_keyfile(mutate(kf, [(44, 0), (45, 4), (46, 0), (47, 0)])), b"correct horse")),
         ("pack", "last byte = 02 (pack version 2)", "P2", "too new", lambda: read_pack_header(K, mutate(pack, [(291, 2)]))),
+        ("pack", "last byte = 00 (pack version 0)", "P2", "damaged", lambda: read_pack_header(K, mutate(pack, [(291, 0)]))),
         ("pack", "byte 288 = 00 (trailer magic)", "P1", "damaged", lambda: read_pack_header(K, mutate(pack, [(288, 0)]))),
         ("pack", "last 3 bytes removed", "P1", "damaged", lambda: read_pack_header(K, mutate(pack, truncate=289))),
         ("pack", "byte 284 = 8d (header_len 141)", "P5", "damaged", lambda: read_pack_header(K, mutate(pack, [(284, 0x8D)]))),
@@ -874,8 +1017,11 @@ def negative_vectors():
          lambda: read_pack_header(K, mutate(pack, [(200, bytes.fromhex(pack)[200] ^ 1)]))),
         ("pack", "byte 30 ^= 1 (blob 0 ciphertext), open blob 0", "B2", "damaged",
          lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[0], mutate(pack, [(30, bytes.fromhex(pack)[30] ^ 1)])[:56])),
-        ("pack", "blob 0 opened under blob 1's entry", "B1/B2", "damaged",
+        ("pack", "bytes 0-55 (blob 0) opened with entry 1 as it is (stored_len 88)", "B1", "damaged",
          lambda: open_blob(mk, read_pack_header(K, bytes.fromhex(pack))[1], bytes.fromhex(pack)[:56])),
+        ("pack", "bytes 0-55 opened with entry 0 but entry 1's kind and chunk ID (AAD)", "B2", "damaged",
+         lambda: open_blob(mk, dict(read_pack_header(K, bytes.fromhex(pack))[0], kind=1,
+                                    id=read_pack_header(K, bytes.fromhex(pack))[1]["id"]), bytes.fromhex(pack)[:56])),
         ("index", "byte 0 = 00", "IX1", "damaged", lambda: open_index_object(K, mutate(idx, [(0, 0)]))),
         ("index", "byte 4 = 02 (index object version 2)", "IX2", "too new", lambda: open_index_object(K, mutate(idx, [(4, 2)]))),
         ("index", "byte 4 = 00 (index object version 0)", "IX2", "damaged", lambda: open_index_object(K, mutate(idx, [(4, 0)]))),
@@ -886,6 +1032,7 @@ def negative_vectors():
          lambda: open_index_object(K, mutate(idx, [(12, bytes.fromhex(idx)[12] ^ 1)]))),
         ("index", "byte 48 = 02 (envelope kind snapshot)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(48, 2)]))),
         ("index", "byte 49 = 02 (envelope version 2)", "E3", "too new", lambda: open_index_object(K, mutate(idx, [(49, 2)]))),
+        ("index", "byte 49 = 00 (envelope version 0)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(49, 0)]))),
         ("index", "byte 50 = 01 (envelope reserved)", "E4", "damaged", lambda: open_index_object(K, mutate(idx, [(50, 1)]))),
         ("index", "first 91 bytes only (a 47-byte envelope)", "E1", "damaged", lambda: open_index_object(K, mutate(idx, truncate=91))),
         ("index", "last byte removed", "E5", "damaged", lambda: open_index_object(K, mutate(idx, truncate=239))),
@@ -902,8 +1049,23 @@ def negative_vectors():
         ("tree", "byte 4 = 02 (count 2, one entry present)", "T2", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(4, 2)]))),
         ("tree", "byte 40 = 00 (entry length 0)", "T2a", "damaged", lambda: decode_tree(mutate(v["tree_plain"], [(40, 0)]))),
         ("snapshot", "byte 4 = 01 (kind index), opened as snapshot", "E4", "damaged", lambda: envelope_open(K, "snapshot", mutate(snap, [(4, 1)]))),
+        ("snapshot", "byte 5 = 00 (envelope version 0)", "E4", "damaged", lambda: envelope_open(K, "snapshot", mutate(snap, [(5, 0)]))),
         ("snapshot plaintext", "\"format\":2", "S4", "too new",
          lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":2').encode())),
+        ("snapshot plaintext", "\"format\":0", "S4", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":0').encode())),
+        ("snapshot plaintext", "\"format\":1.0", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"format":1', '"format":1.0').encode())),
+        ("snapshot plaintext", "\"tags\":null", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"tags":{"env":"prod"}', '"tags":null').encode())),
+        ("snapshot plaintext", "a tag key twice", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"env":"prod"', '"env":"prod","env":"test"').encode())),
+        ("snapshot plaintext", "\"host\" twice", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace('"host":"db1",', '"host":"db1","host":"db1",').encode())),
+        ("snapshot plaintext", "time with a space for T", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace("2026-11-21T03", "2026-11-21 03").encode())),
+        ("snapshot plaintext", "time with ten fractional digits", "S3", "damaged",
+         lambda: decode_snapshot(v["snapshot_json"].replace("03:00:00Z", "03:00:00.1234567891Z").encode())),
         ("snapshot plaintext", "\"kind\":\"pipe\" in source", "S3", "damaged",
          lambda: decode_snapshot(v["snapshot_json"].replace('"kind":"command"', '"kind":"pipe"').encode())),
         ("snapshot plaintext", "field \"host\" removed", "S3", "damaged",
@@ -992,7 +1154,7 @@ def main(argv):
     pw = os.environ.get("DUMPVAULT_PASSWORD", "").encode()
     repo.open(pw)
     if cmd == "snapshots":
-        for n, s in sorted(repo.snapshots(), key=lambda x: (x[1]["time"], x[0])):
+        for n, s in sorted(repo.snapshots(), key=lambda x: (time_key(x[1]["time"]), x[0])):
             print(n[:8], s["time"], s["host"], s["name"], sum(st["size"] for st in s["streams"]))
         return 0
     if cmd == "cat":

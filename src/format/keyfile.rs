@@ -185,6 +185,48 @@ mod tests {
         assert!(matches!(k.unwrap(b"pw"), Err(Error::WeakKeyParameters(_))));
     }
 
+    /// K3–K5 on short inputs, in the order the spec gives: fewer than 8 bytes or a wrong magic
+    /// is "bad magic"; the magic with 0–3 more bytes is "truncated" (K4 cannot be read); from
+    /// 12 bytes on the version decides (0: damage, above 1: too new, even if nothing follows);
+    /// version 1 with fewer than 98 + L + 112 bytes is "truncated".
+    #[test]
+    fn k3_k5_short_inputs() {
+        let id = ObjectId([0; 32]);
+        let detail = |b: &[u8]| match KeyFile::decode(&id, b) {
+            Err(Error::Corrupt { detail, .. }) => detail,
+            other => panic!("{b:?}: {other:?}"),
+        };
+        for n in 0..8 {
+            assert_eq!(detail(&MAGIC[..n]), "bad magic", "{n} bytes");
+        }
+        assert_eq!(detail(b"DVKEYFIM\x01\0\0\0"), "bad magic");
+        for extra in 0..4 {
+            let b = [&MAGIC[..], &[1, 0, 0][..extra]].concat();
+            assert_eq!(detail(&b), "truncated", "{} bytes", b.len());
+        }
+        let b = [&MAGIC[..], &[0, 0, 0, 0]].concat();
+        assert!(detail(&b).contains("version 0"));
+        let b = [&MAGIC[..], &[2, 0, 0, 0]].concat();
+        assert!(matches!(
+            KeyFile::decode(&id, &b),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
+        let full = KeyFile::create(
+            &MasterKey::generate(),
+            [3; 32],
+            b"pw",
+            KdfParams::FLOOR,
+            "ab",
+            5,
+        )
+        .unwrap()
+        .encode();
+        assert_eq!(full.len(), 212);
+        for n in 12..full.len() {
+            assert_eq!(detail(&full[..n]), "truncated", "{n} bytes");
+        }
+    }
+
     /// Regression for issue X7: version 0 was reported as "newer than this dumpvault".
     #[test]
     fn x7_version_zero_is_damage() {

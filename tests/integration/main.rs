@@ -21,3 +21,4 @@ mod s3;
 mod s3proxy;
 mod streams;
 mod tamper;
+mod vectors;
