@@ -20,6 +20,8 @@
 //!   little-endian CRC-64/Redis of everything before them, or zero (checksums disabled).
 //!
 //! Nothing here panics on any input: it looks at bytes a producer wrote, not at trusted data.
+//! This module depends on nothing above it: the snapshot embeds [`DumpInfo`], not the other
+//! way round.
 
 use serde::{Deserialize, Serialize};
 
@@ -76,14 +78,17 @@ impl DumpInfo {
     }
 }
 
-/// The backup's verdict on its streams: the first evidently truncated dump is an error
-/// (`Error::TruncatedDump`, exit 6), so the snapshot is not committed.
-pub fn refuse_truncated(streams: &[crate::snapshot::Stream]) -> crate::Result<()> {
-    for s in streams {
-        if let Some(d) = s.dump.as_ref().filter(|d| d.truncated()) {
+/// The backup's verdict on its streams, given as `(stream name, dump info)`: the first evidently
+/// truncated dump is an error (`Error::TruncatedDump`, exit 6), so the snapshot is not
+/// committed. It takes names and infos rather than snapshot streams so that this module stays
+/// below `snapshot` in the module order.
+pub fn refuse_truncated<'a>(
+    streams: impl IntoIterator<Item = (&'a str, Option<&'a DumpInfo>)>,
+) -> crate::Result<()> {
+    for (name, dump) in streams {
+        if let Some(d) = dump.filter(|d| d.truncated()) {
             return Err(crate::Error::TruncatedDump(format!(
-                "stream {:?} looks like a truncated {} dump: {}",
-                s.name,
+                "stream {name:?} looks like a truncated {} dump: {}",
                 d.kind,
                 d.problem.as_deref().unwrap_or("incomplete")
             )));
