@@ -405,7 +405,9 @@ pub fn backup_streams(
     let (streams, stats, written) = result?;
     // An evidently cut-short dump is a failed dump: refused like a failed producer.
     if !opts.allow_truncated {
-        crate::dumpkind::refuse_truncated(&streams)?;
+        crate::dumpkind::refuse_truncated(
+            streams.iter().map(|s| (s.name.as_str(), s.dump.as_ref())),
+        )?;
     }
 
     if crate::signals::interrupted() {

@@ -289,6 +289,10 @@ impl RedisServer {
             .arg("--dir")
             .arg(dir)
             .args(["--dbfilename", "dump.rdb"])
+            // Diskless sync (Redis 7's default, stated so it stays on) makes `redis-cli --rdb -`
+            // end its stream with the 40-byte end-of-transfer mark, as in production; no delay
+            // keeps the tests fast (the default waits 5 s before sending).
+            .args(["--repl-diskless-sync", "yes"])
             .args(["--repl-diskless-sync-delay", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

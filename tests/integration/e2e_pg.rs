@@ -246,8 +246,13 @@ fn failing_pg_dump_in_command_mode_leaves_no_snapshot() {
     assert!(env.files_under("index").is_empty());
 }
 
+/// Bug: a cut-off `pg_dump -Fc` archive was stored with exit 0 and no warning, even one byte
+/// short. Now, on this test's cluster: the complete archive round-trips through `pg_restore`
+/// and is recorded `complete: true` (command mode and pipe); the same archive one byte short
+/// through a pipe (`head -c`) is refused with exit 6 and leaves no snapshot, unless
+/// `--allow-truncated`.
 #[test]
-fn pg_dump_custom_format_round_trip_restores_with_pg_restore() {
+fn cut_off_pg_dump_custom_archive_stored_with_exit_0() {
     let pg = Pg::start();
     pg.psql("postgres", "CREATE DATABASE inv");
     pg.psql(
@@ -299,4 +304,60 @@ fn pg_dump_custom_format_round_trip_restores_with_pg_restore() {
         .unwrap();
     assert!(out.status.success(), "pg_restore: {}", stderr(&out));
     assert_eq!(pg.psql("inv2", &format!("{FINGERPRINT} items t")), want);
+    let snaps = env.snapshots_json(&["--name", "inv"]);
+    let dump = &snaps[0]["streams"][0]["dump"];
+    assert_eq!(
+        (&dump["kind"], &dump["complete"]),
+        (&"pg_dump_custom".into(), &true.into()),
+        "{dump}"
+    );
+
+    // Through a pipe, whole and one byte short.
+    let pipe = |cut: &str, name: &str, extra: &str| {
+        let base = env.cmd();
+        let mut c = Command::new("sh");
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.env("PGHOST", "127.0.0.1")
+            .env("PGPORT", pg.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PG_DUMP", &pg_dump)
+            .env("DUMPVAULT", bin())
+            .arg("-c")
+            .arg(format!(
+                "n=$(\"$PG_DUMP\" -Fc -Z0 inv | wc -c) && \"$PG_DUMP\" -Fc -Z0 inv | head -c {cut} | \"$DUMPVAULT\" backup --name {name} {extra}"
+            ))
+            .output()
+            .unwrap()
+    };
+    let out = pipe("$((n - 1))", "inv-cut", "");
+    assert_eq!(out.status.code(), Some(EXIT_PRODUCER), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("looks like a truncated pg_dump_custom dump") && err.contains("data block"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(env.snapshots_json(&["--name", "inv-cut"]).len(), 0);
+    assert_eq!(env.snapshots_json(&[]).len(), 1, "nothing committed");
+
+    let out = pipe("$((n - 1))", "inv-cut", "--allow-truncated");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    let snaps = env.snapshots_json(&["--name", "inv-cut"]);
+    assert_eq!(snaps[0]["streams"][0]["dump"]["complete"], false);
+
+    let out = pipe("\"$n\"", "inv-pipe", "");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    let snaps = env.snapshots_json(&["--name", "inv-pipe"]);
+    assert_eq!(snaps[0]["streams"][0]["dump"]["complete"], true);
+    assert_eq!(snaps[0]["streams"][0]["size"], snaps_size(&env, "inv"));
+}
+
+/// The size of the stream in the named series' latest snapshot.
+fn snaps_size(env: &Env, name: &str) -> serde_json::Value {
+    env.snapshots_json(&["--name", name])[0]["streams"][0]["size"].clone()
 }

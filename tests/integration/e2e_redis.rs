@@ -1,13 +1,69 @@
-//! End to end with a real Redis: an RDB from `redis-cli --rdb` → backup → restore, accepted by
-//! `redis-check-rdb` and loaded by a fresh `redis-server` with the same keys.
+//! End to end with a real Redis, as the README shows it: `redis-cli --rdb - | dumpvault backup`
+//! through a pipe, and `dumpvault backup -- redis-cli --rdb -` in command mode, from a live
+//! server with diskless sync (Redis 7's default), so the stream ends with the 40-byte
+//! end-of-transfer mark → restore byte-exact → accepted by `redis-check-rdb` and loaded by a
+//! fresh `redis-server` with the same keys.
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use crate::common::*;
 
+/// Bug: `redis-cli --rdb - | dumpvault backup` (the README's Redis workflow) and its command
+/// mode were always refused with exit 6, because the truncation check did not allow for the
+/// end-of-transfer mark redis-cli writes after a diskless-sync RDB.
 #[test]
-fn redis_rdb_backup_restore_loads_in_fresh_server() {
+fn redis_cli_rdb_pipe_and_command_mode_always_refused() {
     redis_scenario(&Env::new());
+}
+
+/// Run `script` with `sh -c` and the environment `env.cmd()` would give dumpvault, with
+/// `$DUMPVAULT` naming the binary: a pipeline exactly as an operator would type it.
+fn shell(env: &Env, script: &str) -> Output {
+    let base = env.cmd();
+    let mut c = Command::new("sh");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("DUMPVAULT", bin())
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The restored file is an RDB `redis-check-rdb` accepts, and a fresh server loads the keys.
+fn assert_loads(dir: &Path, rdb: &Path) {
+    let check = Command::new("redis-check-rdb").arg(rdb).output().unwrap();
+    assert!(
+        check.status.success(),
+        "redis-check-rdb: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        stderr(&check)
+    );
+    let r2 = RedisServer::start_in(dir);
+    assert_eq!(r2.cli(&["DBSIZE"]), "5505");
+    assert_eq!(r2.cli(&["HGET", "cart:120", "qty"]), (120 % 7).to_string());
+    assert_eq!(
+        r2.cli(&["GET", "user:4999"]),
+        "{\"id\":4999,\"name\":\"n4999\"}"
+    );
+}
+
+/// The stream's `dump` info: a complete RDB followed by the end-of-transfer mark.
+fn assert_marked(env: &Env, tag: &str) -> serde_json::Value {
+    let snaps = env.snapshots_json(&["--tag", tag]);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let s = &snaps[0]["streams"][0];
+    let d = &s["dump"];
+    assert_eq!(d["kind"], "redis_rdb", "{s}");
+    assert_eq!(d["complete"], true, "{s}");
+    assert_eq!(d["eof_mark"], true, "{s}");
+    s.clone()
 }
 
 /// The foundation's Redis scenario against whatever repository `env` points at.
@@ -38,19 +94,41 @@ pub fn redis_scenario(env: &Env) {
     let dbsize = r.cli(&["DBSIZE"]);
     assert_eq!(dbsize, "5505");
 
-    // The RDB over the replication protocol, exactly as an operator would fetch it.
-    let rdb = env.dir.path().join("live.rdb");
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &r.port.to_string(), "--rdb"])
-        .arg(&rdb)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "redis-cli --rdb: {}", stderr(&out));
-    let rdb_bytes = std::fs::read(&rdb).unwrap();
+    // The README's pipe, with a `tee` to keep what redis-cli wrote (dumpvault still reads a
+    // pipe); the pipeline's status is dumpvault's, as in a cron job.
+    let written = env.dir.path().join("redis-cli-stdout");
+    let out = shell(
+        env,
+        &format!(
+            "redis-cli -h 127.0.0.1 -p {} --rdb - | tee '{}' | \"$DUMPVAULT\" backup --name cache --tag kind=rdb",
+            r.port,
+            written.display()
+        ),
+    );
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    let rdb_bytes = std::fs::read(&written).unwrap();
     assert!(rdb_bytes.starts_with(b"REDIS"));
+    // The mark: 40 hex digits after the RDB's EOF opcode and CRC-64.
+    let n = rdb_bytes.len();
+    assert!(rdb_bytes[n - 40..].iter().all(u8::is_ascii_hexdigit));
+    assert_eq!(rdb_bytes[n - 49], 0xFF);
+    let s = assert_marked(env, "kind=rdb");
+    assert_eq!(s["size"], n as u64);
+    assert_eq!(s["source"]["kind"], "stdin");
+
+    // Command mode, as cron would run it.
+    let out = shell(
+        env,
+        &format!(
+            "\"$DUMPVAULT\" backup --name cache --tag kind=cmd -- redis-cli -h 127.0.0.1 -p {} --rdb -",
+            r.port
+        ),
+    );
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    let s = assert_marked(env, "kind=cmd");
+    assert_eq!(s["source"]["kind"], "command");
     drop(r);
 
-    env.backup(&rdb_bytes, &["--name", "cache", "--tag", "kind=rdb"]);
     let restored_dir = env.dir.path().join("redis-restored");
     std::fs::create_dir(&restored_dir).unwrap();
     let restored = restored_dir.join("dump.rdb");
@@ -67,22 +145,24 @@ pub fn redis_scenario(env: &Env) {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&restored).unwrap(), rdb_bytes, "byte-exact");
+    assert_loads(&restored_dir, &restored);
 
-    let check = Command::new("redis-check-rdb")
-        .arg(&restored)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "redis-check-rdb: {}{}",
-        String::from_utf8_lossy(&check.stdout),
-        stderr(&check)
+    // The command-mode snapshot: restore checks its size and BLAKE3 itself; its bytes are
+    // another transfer (another mark), so they load the same keys but are not `rdb_bytes`.
+    let cmd_dir = env.dir.path().join("redis-restored-cmd");
+    std::fs::create_dir(&cmd_dir).unwrap();
+    let restored = cmd_dir.join("dump.rdb");
+    let out = env.run(
+        &[
+            "restore",
+            "latest",
+            "--tag",
+            "kind=cmd",
+            "-o",
+            restored.to_str().unwrap(),
+        ],
+        b"",
     );
-    let r2 = RedisServer::start_in(&restored_dir);
-    assert_eq!(r2.cli(&["DBSIZE"]), "5505");
-    assert_eq!(r2.cli(&["HGET", "cart:120", "qty"]), (120 % 7).to_string());
-    assert_eq!(
-        r2.cli(&["GET", "user:4999"]),
-        "{\"id\":4999,\"name\":\"n4999\"}"
-    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_loads(&cmd_dir, &restored);
 }
