@@ -161,6 +161,11 @@ pub fn copy(
             report.snapshots.push(done);
             continue;
         }
+        // Between snapshots: those copied so far are committed in the target, the rest are
+        // not started. (Within one, the target's backup stops on the signal by itself.)
+        if crate::signals::interrupted() {
+            return Err(Error::Interrupted);
+        }
         let (read0, new0) = (report.bytes_read, report.new_bytes);
         let label = entry.id.short();
         let r = copy_one(src, dst, entry, |b: &BackupStats| {

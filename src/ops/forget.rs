@@ -1,7 +1,8 @@
 //! `forget`: apply a retention policy per group of snapshots and delete the snapshots it does
 //! not keep. Only snapshot objects are deleted; the data they alone referenced stays until
 //! `prune`. The plan (every snapshot, kept or not, with the rules that kept it) is computed
-//! first and is all that `--dry-run` does.
+//! first and is all that `--dry-run` does. A signal (SIGINT/SIGTERM) stops it between two
+//! deletions with `Error::Interrupted`: the snapshots deleted so far are gone, the rest stay.
 
 use std::collections::BTreeMap;
 
@@ -150,6 +151,10 @@ pub fn execute(repo: &Repo, plan: &mut ForgetPlan) -> Result<()> {
     let _lock = repo.lock(false, "forget")?;
     for g in &plan.groups {
         for e in g.snapshots.iter().filter(|e| !e.keep) {
+            // Each deletion stands on its own, so stopping between two is consistent.
+            if crate::signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
             match repo.backend.delete(ObjectKind::Snapshot, &e.id) {
                 Ok(()) | Err(Error::ObjectNotFound { .. }) => {}
                 Err(err) => return Err(err),

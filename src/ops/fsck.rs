@@ -14,7 +14,12 @@
 //!   list in clear text.
 //!
 //! Problems have a severity: `damage` (data at risk: exit 7) or `warning` (harmless leftovers
-//! such as unreferenced packs, which prune removes).
+//! such as unreferenced packs, which prune removes). Chunks stored in several packs make one
+//! aggregated warning, with the chunks listed in its `duplicates` field, not one line each.
+//!
+//! Advice must match what prune would do: prune refuses to run on a damaged repository, and a
+//! pack is called unreferenced only when every snapshot could be read and walked to the end
+//! (otherwise the damaged snapshot may still need it: `reachability_unknown`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -61,6 +66,20 @@ pub struct Problem {
     /// Every snapshot this problem makes unrestorable (empty for warnings, and for damage the
     /// tool cannot attribute without a key).
     pub affected_snapshots: Vec<Affected>,
+    /// For the one `duplicate` problem: every chunk stored in more than one pack. Left out
+    /// of the JSON for every other problem.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A chunk that index files list in more than one pack.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Duplicate {
+    pub chunk: String,
+    /// The packs holding a copy, sorted.
+    pub packs: Vec<String>,
+    /// Stored bytes of the copies beyond the first.
+    pub extra_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -104,6 +123,7 @@ impl FsckReport {
             problem: problem.into(),
             detail: detail.into(),
             affected_snapshots: Vec::new(),
+            duplicates: Vec::new(),
         });
         self.problems.len() - 1
     }
@@ -141,11 +161,23 @@ pub enum Subset {
 impl std::str::FromStr for Subset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Subset> {
-        let bad = || Error::InvalidInput(format!("subset {s:?}: use N/M (1 <= N <= M) or P%"));
+        let bad = || {
+            Error::InvalidInput(format!(
+                "subset {s:?}: use N/M (1 <= N <= M) or P% (0 < P <= 100)"
+            ))
+        };
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(bad());
+            // 0% would read nothing and still report the repository intact.
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(Error::InvalidInput(format!(
+                    "subset {s:?}: {} (use P% with 0 < P <= 100, or N/M with 1 <= N <= M)",
+                    if p == 0.0 {
+                        "0% would check no data at all"
+                    } else {
+                        "not a share of the packs"
+                    }
+                )));
             }
             return Ok(Subset::Percent(p));
         }
@@ -210,6 +242,9 @@ struct Walk {
     /// chunks that a snapshot needs and the repository cannot provide → snapshot indexes
     missing: HashMap<ChunkId, (String, BTreeSet<usize>)>,
     referenced: HashSet<ChunkId>,
+    /// Snapshots whose walk stopped at a tree blob it could not read: what lies below is not
+    /// in `referenced`, so `referenced` is incomplete.
+    cut: BTreeSet<usize>,
 }
 
 /// Walk one stream's tree, recording every chunk's pack and every problem, without stopping
@@ -235,11 +270,13 @@ fn walk_stream(
         };
         let Some((pack, entry)) = index.get(&id) else {
             miss(w, id, "not in any index".into());
+            w.cut.insert(snap);
             continue;
         };
         w.pack_users.entry(pack).or_default().insert(snap);
         if !present(&pack) {
             miss(w, id, format!("its pack {pack} is missing or damaged"));
+            w.cut.insert(snap);
             continue;
         }
         let node = match repo.read_blob(index, &id) {
@@ -263,6 +300,7 @@ fn walk_stream(
             Ok(n) => n,
             Err(why) => {
                 miss(w, id, format!("unreadable tree blob: {why}"));
+                w.cut.insert(snap);
                 continue;
             }
         };
@@ -329,7 +367,7 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
     // Index files, read directly: the cache is not evidence.
     let mut index = Index::default();
     let mut indexed: HashMap<PackId, (u64, Vec<BlobEntry>)> = HashMap::new();
-    let mut chunk_packs: HashMap<ChunkId, BTreeSet<PackId>> = HashMap::new();
+    let mut chunk_packs: HashMap<ChunkId, std::collections::BTreeMap<PackId, u64>> = HashMap::new();
     for id in list_ids(backend.as_ref(), ObjectKind::Index)? {
         r.counts.index_files += 1;
         match repo.read_index_file(&id) {
@@ -337,7 +375,10 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
                 index.add_file(&f);
                 for p in f.packs {
                     for e in &p.entries {
-                        chunk_packs.entry(e.id).or_default().insert(p.id);
+                        chunk_packs
+                            .entry(e.id)
+                            .or_default()
+                            .insert(p.id, e.stored_len as u64);
                     }
                     indexed.entry(p.id).or_insert((p.len, p.entries));
                 }
@@ -374,30 +415,46 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
             Some(_) => {}
         }
     }
-    for (c, ps) in &chunk_packs {
-        if ps.len() > 1 {
-            let list: Vec<String> = ps.iter().map(|p| p.short()).collect();
-            r.add(
-                Severity::Warning,
-                "chunk",
-                c,
-                "duplicate",
-                format!(
-                    "stored in {} packs ({}); prune can drop the extra copies",
-                    ps.len(),
-                    list.join(", ")
-                ),
-            );
-        }
+    // One problem for all duplicates: two concurrent backups of the same data store
+    // thousands of chunks twice, which is harmless and must not bury the real findings.
+    let mut duplicates: Vec<Duplicate> = chunk_packs
+        .iter()
+        .filter(|(_, ps)| ps.len() > 1)
+        .map(|(c, ps)| Duplicate {
+            chunk: c.to_hex(),
+            packs: ps.keys().map(|p| p.to_hex()).collect(),
+            extra_bytes: ps.values().skip(1).sum(),
+        })
+        .collect();
+    if !duplicates.is_empty() {
+        duplicates.sort_by(|a, b| a.chunk.cmp(&b.chunk));
+        let bytes: u64 = duplicates.iter().map(|d| d.extra_bytes).sum();
+        let packs: BTreeSet<&String> = duplicates.iter().flat_map(|d| &d.packs).collect();
+        let i = r.add(
+            Severity::Warning,
+            "chunk",
+            "-",
+            "duplicate",
+            format!(
+                "{} chunks are stored in more than one pack ({} packs, {bytes} bytes of extra copies); prune drops the extra copies when it deletes or repacks the packs holding them",
+                duplicates.len(),
+                packs.len()
+            ),
+        );
+        r.problems[i].duplicates = duplicates;
     }
 
     // Snapshots and their trees.
     let mut snaps = Vec::new();
+    // Snapshots that could not be read: their chunks are not counted as referenced.
+    let mut unreadable: Vec<ObjectId> = Vec::new();
     for id in list_ids(backend.as_ref(), ObjectKind::Snapshot)? {
+        check_interrupted()?;
         match repo.read_snapshot(&id) {
             Ok(s) => snaps.push(SnapshotEntry { id, snapshot: s }),
             Err(e) if incomplete(&e) => return Err(e),
             Err(e) => {
+                unreadable.push(id);
                 let i = r.add(Severity::Damage, "snapshot", id, "corrupt", e.to_string());
                 // It cannot be restored: name it, so `repair snapshots` can remove it.
                 r.problems[i].affected_snapshots = vec![Affected {
@@ -415,6 +472,7 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
     {
         let present = |p: &PackId| !bad_packs.contains_key(p);
         for (i, s) in snaps.iter().enumerate() {
+            check_interrupted()?;
             progress("snapshots", i as u64, snaps.len() as u64);
             for st in &s.snapshot.streams {
                 walk_stream(repo, &index, &present, &st.root, st.size, i, &mut walk)?;
@@ -446,18 +504,52 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
             r.problems[i].affected_snapshots = users.iter().map(|&u| affected(&snaps[u])).collect();
         }
     }
+    // What prune would do with the leftovers: it refuses to run on the damage found so far.
+    let prune_note = if prune_refuses(&r) {
+        "prune removes it only once the damage is repaired (it refuses to run on a damaged repository)"
+    } else {
+        "prune removes it"
+    };
     for (pid, _) in listed.iter().filter(|(p, _)| !indexed.contains_key(p)) {
-        r.add(Severity::Warning, "pack", pid, "unindexed", "no index lists this pack (left by an interrupted backup?); prune removes it, repair index adopts it");
+        r.add(
+            Severity::Warning,
+            "pack",
+            pid,
+            "unindexed",
+            format!("no index lists this pack (left by an interrupted backup?); {prune_note}; repair index adopts it"),
+        );
     }
+    // `referenced` is complete only if every snapshot was read and walked to its leaves;
+    // otherwise a pack no walked tree names may still hold a damaged snapshot's data.
+    let mut unwalked: Vec<String> = unreadable.iter().map(|id| id.to_hex()).collect();
+    unwalked.extend(walk.cut.iter().map(|&i| snaps[i].id.to_hex()));
+    let unknown = unwalked.first().map(|first| {
+        let more = match unwalked.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        format!(
+            "no snapshot that could be read uses this pack, but whether one needs it cannot be determined because snapshot {first}{more} is damaged; prune refuses to run until the damage is repaired, and removes nothing meanwhile"
+        )
+    });
     for (pid, (_, entries)) in &indexed {
         if listed.contains_key(pid) && !entries.iter().any(|e| walk.referenced.contains(&e.id)) {
-            r.add(
-                Severity::Warning,
-                "pack",
-                pid,
-                "unreferenced",
-                "no snapshot uses this pack; prune removes it",
-            );
+            match &unknown {
+                Some(why) => r.add(
+                    Severity::Warning,
+                    "pack",
+                    pid,
+                    "reachability_unknown",
+                    why.clone(),
+                ),
+                None => r.add(
+                    Severity::Warning,
+                    "pack",
+                    pid,
+                    "unreferenced",
+                    format!("no snapshot uses this pack; {prune_note}"),
+                ),
+            };
         }
     }
 
@@ -472,6 +564,29 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
     r.problems
         .sort_by(|a, b| (a.severity, &a.object, &a.id).cmp(&(b.severity, &b.object, &b.id)));
     Ok(r)
+}
+
+/// Whether `prune` would refuse to run on what the structure check found so far: it stops on
+/// an index file or snapshot it cannot read, an indexed pack that is missing or of the wrong
+/// size, and a reachable blob that is not in the index or cannot be read (see ops::prune).
+/// Damage it does not look at (key files, drill records, data blobs' contents) does not stop it.
+fn prune_refuses(r: &FsckReport) -> bool {
+    r.problems.iter().any(|p| {
+        p.severity == Severity::Damage
+            && match p.object.as_str() {
+                "index" | "snapshot" | "pack" => true,
+                "chunk" => p.detail != "index entry disagrees with the chunk list",
+                _ => false,
+            }
+    })
+}
+
+/// Stop here if SIGINT/SIGTERM arrived (fsck writes nothing, so any point is safe).
+fn check_interrupted() -> Result<()> {
+    if crate::signals::interrupted() {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
 }
 
 /// Restore-drill records: a damaged one is damage (named, so it can be deleted: prune does);
@@ -597,6 +712,7 @@ fn read_data(
         .par_iter()
         .with_max_len(1)
         .map(|pid| {
+            check_interrupted()?;
             let mut errs = Vec::new();
             let mut bad_chunks = Vec::new();
             let mut verified = 0u64;
@@ -686,6 +802,7 @@ fn verify_streams(
     let mut list: Vec<&SnapshotEntry> = newest.into_values().collect();
     list.sort_by_key(|s| s.id);
     for (i, s) in list.iter().enumerate() {
+        check_interrupted()?;
         progress("streams", i as u64, list.len() as u64);
         for st in &s.snapshot.streams {
             let res =

@@ -7,15 +7,25 @@
 //! one pack only (the one the index resolves it to). If any reachable blob is missing, or its
 //! pack is, prune refuses and deletes nothing.
 //!
-//! Execution, in the order that makes a crash at any point harmless:
-//! 1. copy the reachable blobs of repacked packs (verified, still sealed) into new packs;
-//! 2. write one new index file describing every kept and new pack, superseding all old ones;
-//! 3. delete the old index files;
-//! 4. delete the packs marked delete or repack.
+//! Execution, in the order that makes a crash at any point harmless, and that frees space
+//! before it needs any (on a full disk, repacking cannot start until something is deleted):
+//! 1. delete the unindexed packs (no index lists them, so nothing refers to them);
+//! 2. if there are wholly unused packs: write one index file describing every kept and
+//!    repacked pack, superseding all old ones; delete the old index files; delete the unused
+//!    packs. No kept blob lives in an unused pack, and no index lists it any more when it goes,
+//!    so no reader ever resolves a chunk to a pack that is gone (W6);
+//! 3. copy the reachable blobs of repacked packs (verified, still sealed) into new packs;
+//! 4. write one new index file describing every kept and new pack, superseding the current
+//!    ones; delete those; delete the repacked packs.
 //!
-//! A crash before 2 leaves new, unindexed packs (the next prune deletes them); between 2 and
-//! 3, both indexes are valid; after 3, the packs still to delete are unindexed, and the next
-//! prune deletes them.
+//! A crash in 1 leaves fewer unindexed packs; in 2 or 4 between the index write and the
+//! deletion of the old index files, both indexes are valid (every pack either lists exists);
+//! after that, the packs still to delete are unindexed and the next prune deletes them; in 3,
+//! new packs that no index lists, which the next prune deletes.
+//!
+//! Signals: SIGINT/SIGTERM are checked at the safe points between these steps (and between
+//! repacked packs); prune then stops with `Error::Interrupted` (exit 130), leaving exactly
+//! what a crash at that point would leave, and a second prune finishes the job.
 //!
 //! Concurrency: prune holds the exclusive lock for its whole run, so no backup (shared lock)
 //! can be adding packs or relying on chunks it deletes. See format-spec/08-locks.md.
@@ -69,6 +79,10 @@ pub struct PrunePlan {
     keep: Vec<IndexPack>,
     #[serde(skip)]
     to_copy: Vec<(PackId, BlobEntry)>,
+    /// The index records of the repacked packs: listed by the index written before the
+    /// unused packs are deleted, until their blobs are copied out.
+    #[serde(skip)]
+    repack_records: Vec<IndexPack>,
     #[serde(skip)]
     old_index: Vec<ObjectId>,
 }
@@ -140,6 +154,8 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     let snaps = list_ids(backend, ObjectKind::Snapshot)?;
     let mut reachable: HashSet<ChunkId> = HashSet::new();
     for sid in &snaps {
+        // Nothing is written while planning: a signal here stops prune with nothing changed.
+        check_interrupted()?;
         let s = repo.read_snapshot(sid)?;
         for st in &s.streams {
             let mut stack = vec![st.root];
@@ -211,6 +227,7 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
             plan.bytes_freed_gross += len;
             plan.bytes_repacked += used_bytes;
             plan.to_copy.extend(used.into_iter().map(|e| (*pid, *e)));
+            plan.repack_records.push(p.clone());
         } else {
             plan.keep_packs += 1;
             plan.keep.push(p.clone());
@@ -219,13 +236,104 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     Ok(plan)
 }
 
+/// Stop here if SIGINT/SIGTERM arrived: every caller sits at a point where the repository is
+/// consistent (see the module doc), so unwinding is as safe as a crash and tidier.
+fn check_interrupted() -> Result<()> {
+    if crate::signals::interrupted() {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}
+
+/// Test hook: with `DUMPVAULT_PRUNE_PAUSE=<point>`, prune waits at the named point until a
+/// signal arrives (at most a minute), so a test can interrupt it at a known step without
+/// racing it. Costs one environment lookup per point.
+fn pause_point(name: &str) {
+    if std::env::var_os("DUMPVAULT_PRUNE_PAUSE").is_some_and(|v| v == name) {
+        let t0 = Instant::now();
+        while !crate::signals::interrupted() && t0.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Delete packs no index lists any more, checking for a signal before each.
+fn delete_packs<'a>(repo: &Repo, packs: impl Iterator<Item = &'a PackId>) -> Result<()> {
+    for pid in packs {
+        check_interrupted()?;
+        delete_if_present(repo, ObjectKind::Pack, pid)?;
+        // After each deletion, counted over both phases (`prune:mid-pack-delete@N` kills
+        // after the Nth).
+        failpoint::hit("prune:mid-pack-delete");
+    }
+    Ok(())
+}
+
+/// Write the index file that replaces `old` (none if no pack remains), then delete `old`.
+fn replace_index(
+    repo: &mut Repo,
+    old: &[ObjectId],
+    packs: Vec<IndexPack>,
+    after_write: &str,
+    after_delete: &str,
+) -> Result<Option<ObjectId>> {
+    check_interrupted()?;
+    let new_index = if packs.is_empty() {
+        None
+    } else {
+        Some(repo.write_index_file(&IndexFile {
+            superseded: old.to_vec(),
+            packs,
+        })?)
+    };
+    failpoint::hit(after_write);
+    for id in old {
+        if Some(*id) != new_index {
+            check_interrupted()?;
+            delete_if_present(repo, ObjectKind::Index, id)?;
+        }
+    }
+    failpoint::hit(after_delete);
+    Ok(new_index)
+}
+
 /// Carry out a plan. The caller holds the exclusive lock taken before planning.
 pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<ObjectId>)> {
     let backend = std::sync::Arc::clone(&repo.backend);
     // The stored index changes from here on: drop the loaded copy first, so that a failure
     // part-way cannot leave this `Repo` deduplicating against packs it has deleted.
     repo.index = None;
-    // 1. Repack: copy the sealed blobs as they are (the AEAD binds kind and chunk ID, not the
+    pause_point("prune:planned");
+    check_interrupted()?;
+
+    // 1. Unindexed packs: nothing refers to them, so they go first, before anything is
+    //    written (on a full disk this is the only step that needs no space).
+    delete_packs(repo, plan.unindexed_packs.iter())?;
+    failpoint::hit("prune:after-unindexed-delete");
+
+    // 2. Wholly unused packs: first an index without them (they hold no kept blob, so it
+    //    loses nothing), then they go. This frees their space before repacking needs any.
+    let mut current = plan.old_index.clone();
+    let mut new_index = None;
+    if !plan.delete_packs.is_empty() {
+        let mut packs = plan.keep.clone();
+        packs.extend(plan.repack_records.iter().cloned());
+        new_index = replace_index(
+            repo,
+            &current,
+            packs,
+            "prune:after-free-index",
+            "prune:after-free-index-delete",
+        )?;
+        current = new_index.into_iter().collect();
+        delete_packs(repo, plan.delete_packs.iter())?;
+    }
+    if plan.repack_packs.is_empty() {
+        repo.index = None;
+        return Ok((0, new_index));
+    }
+
+    // 3. Repack: copy the sealed blobs as they are (the AEAD binds kind and chunk ID, not the
     //    pack), after verifying each one so damage is never propagated.
     let mut new_packs: Vec<IndexPack> = Vec::new();
     let mut writer = PackWriter::new(repo.config.pack_target);
@@ -236,6 +344,7 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
         let p = w.finish(&repo.key);
         backend.put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
         out.push(p.record);
+        pause_point("prune:new-pack");
         Ok(())
     };
     let mut by_pack: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
@@ -246,6 +355,8 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
         }
     }
     for (pid, entries) in by_pack {
+        // Between repacked packs: what was stored so far is unindexed, which is harmless.
+        check_interrupted()?;
         let bytes = backend.get(ObjectKind::Pack, &pid.to_hex())?;
         for e in entries {
             let sealed = bytes
@@ -269,38 +380,17 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
     flush(&mut writer, &mut new_packs)?;
     failpoint::hit("prune:after-repack");
 
-    // 2. One index describing everything that stays.
+    // 4. One index describing everything that stays, then the repacked packs go.
     let mut packs = plan.keep.clone();
     packs.extend(new_packs.iter().cloned());
-    let new_index = if packs.is_empty() {
-        None
-    } else {
-        Some(repo.write_index_file(&IndexFile {
-            superseded: plan.old_index.clone(),
-            packs,
-        })?)
-    };
-    failpoint::hit("prune:after-index");
-
-    // 3. Old index files.
-    for id in &plan.old_index {
-        if Some(*id) != new_index {
-            delete_if_present(repo, ObjectKind::Index, id)?;
-        }
-    }
-    failpoint::hit("prune:after-index-delete");
-
-    // 4. Packs.
-    let doomed = plan
-        .delete_packs
-        .iter()
-        .chain(&plan.unindexed_packs)
-        .chain(&plan.repack_packs);
-    for pid in doomed {
-        delete_if_present(repo, ObjectKind::Pack, pid)?;
-        // After each deletion (`prune:mid-pack-delete@N` kills after the Nth).
-        failpoint::hit("prune:mid-pack-delete");
-    }
+    let new_index = replace_index(
+        repo,
+        &current,
+        packs,
+        "prune:after-index",
+        "prune:after-index-delete",
+    )?;
+    delete_packs(repo, plan.repack_packs.iter())?;
     repo.index = None;
     Ok((new_packs.len(), new_index))
 }

@@ -8,12 +8,17 @@
 //!   are gone or whose header does not open drop out of the index; their chunks become unknown,
 //!   so the next backup of the same data uploads them again (self-healing).
 //! - `repair snapshots` lists the snapshots a structure check finds unrestorable, and deletes
-//!   them only when asked (`--remove`).
+//!   them only when asked (`--remove`). Listing unrestorable snapshots without removing them
+//!   is a finding of damage, so its verdict (`RepairSnapshotsReport::verdict`) is exit 7, as
+//!   fsck's; after `--remove` every remaining snapshot is restorable, so it is exit 0.
+//!
+//! Both stop with `Error::Interrupted` on SIGINT/SIGTERM before they write or delete anything
+//! (repair index: before its new index file; repair snapshots: before its first deletion).
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::error::{ObjectKind, Result};
+use crate::error::{Error, ObjectKind, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::id::ObjectId;
 use crate::ops::fsck::{self, Affected, FsckOptions};
@@ -141,6 +146,11 @@ pub fn repair_index(
             Err(s) => skipped.push(s),
         }
     }
+    // Reading every pack can take long: a signal that came meanwhile stops the rebuild here,
+    // with nothing written or deleted.
+    if crate::signals::interrupted() {
+        return Err(Error::Interrupted);
+    }
     good.sort_by_key(|p| p.id);
     let blobs_indexed = good.iter().map(|p| p.entries.len()).sum();
     let packs_indexed = good.len();
@@ -178,6 +188,21 @@ pub struct RepairSnapshotsReport {
     pub removed: bool,
 }
 
+impl RepairSnapshotsReport {
+    /// The outcome as an exit status, for after the report is printed: unrestorable
+    /// snapshots that are still there are damage (exit 7, as fsck); none, or all of them
+    /// removed, is success (what is left is consistent; their packs are prune's to reclaim).
+    pub fn verdict(&self) -> Result<()> {
+        if self.removed || self.unrestorable.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Damaged(format!(
+            "{} unrestorable snapshot(s); `dumpvault repair snapshots --remove` deletes them",
+            self.unrestorable.len()
+        )))
+    }
+}
+
 pub fn repair_snapshots(
     repo: &mut Repo,
     remove: bool,
@@ -194,6 +219,9 @@ pub fn repair_snapshots(
     let unrestorable = report.damaged_snapshots();
     if remove && !unrestorable.is_empty() {
         for a in &unrestorable {
+            if crate::signals::interrupted() {
+                return Err(Error::Interrupted);
+            }
             repo.backend.delete(ObjectKind::Snapshot, &a.id)?;
         }
     }

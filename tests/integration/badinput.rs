@@ -434,3 +434,70 @@ fn disk_full_fails_cleanly_and_the_repository_stays_usable() {
     let id2 = env.backup(&small, &["--name", "d"]);
     assert_eq!(env.restore(&[&id2]), small);
 }
+
+/// Back up `data` as series `name`; its snapshot id and the packs it added.
+fn backup_new_packs(env: &Env, data: &[u8], name: &str) -> (String, Vec<PathBuf>) {
+    let before = env.files_under("data");
+    let id = env.backup(data, &["--name", name]);
+    let new = env
+        .files_under("data")
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    (id, new)
+}
+
+/// Regression for "on a full disk, prune cannot free space" (issue 17), on a real full file
+/// system: prune repacked first, so the new pack hit ENOSPC before anything was deleted. Now
+/// the wholly unused pack is deleted first; only the repack fails (exit 1), nothing is lost,
+/// `--max-unused 100%` succeeds on the full disk, and with room again a plain prune finishes.
+#[test]
+fn prune_on_a_full_tmpfs_frees_the_unused_packs_before_repacking() {
+    let mut env = Env::uninit();
+    let mnt = env.dir.path().join("small");
+    let _fs = Tmpfs::mount(&mnt, "8m");
+    env.repo = mnt.join("repo");
+    env.location = env.repo.display().to_string();
+    env.init(&["--pack-size", "1"]);
+    // A: one pack of ~1 MB. K: most of A, so A's pack is mostly used (repacked with 0%, which
+    // needs ~900 kB of room). B: its own ~300 kB pack, wholly unused once B is gone.
+    let a = noise(1_000_000, 11);
+    let (a_id, a_packs) = backup_new_packs(&env, &a, "a");
+    let k = a[..900_000].to_vec();
+    let (k_id, _) = backup_new_packs(&env, &k, "k");
+    let (b_id, b_packs) = backup_new_packs(&env, &noise(300_000, 12), "b");
+    assert_eq!((a_packs.len(), b_packs.len()), (1, 1));
+    for id in [&a_id, &b_id] {
+        std::fs::remove_file(env.repo.join("snapshots").join(id)).unwrap();
+    }
+    // Fill the disk, then leave 100 kB: room for a lock and an index file, not for the repack.
+    let filler = mnt.join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.saturating_sub(100 * 1024)).unwrap();
+    }
+    let out = env.run(&["prune", "--max-unused", "0%"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_ERROR), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!b_packs[0].exists(), "the unused pack was freed first");
+    assert!(a_packs[0].exists(), "the pack to repack stays");
+    assert!(env.files_under("locks").is_empty(), "lock released");
+    fsck_ok(&env, "after the failed repack");
+    assert!(env.restore(&[&k_id]) == k);
+    // Only wholly unused packs: nothing is left to do, and nothing needs room.
+    let out = env.run(&["prune", "--max-unused", "100%"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    std::fs::remove_file(&filler).unwrap();
+    let out = env.run(&["prune", "--max-unused", "0%"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
+    assert!(!a_packs[0].exists(), "repacked");
+    fsck_ok(&env, "after the second prune");
+    assert!(env.restore(&[&k_id]) == k);
+}

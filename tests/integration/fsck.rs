@@ -185,11 +185,21 @@ fn assert_restore_fails(env: &Env, id: &str) {
 }
 
 fn repair_json(env: &Env, args: &[&str]) -> Value {
+    repair_json_exit(env, args, EXIT_OK)
+}
+
+/// `repair ARGS --json`, which must exit with `code`; its report.
+fn repair_json_exit(env: &Env, args: &[&str], code: i32) -> Value {
     let mut a = vec!["repair"];
     a.extend_from_slice(args);
     a.push("--json");
     let out = env.run(&a, b"");
-    assert!(out.status.success(), "repair {args:?}: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "repair {args:?}: {}",
+        stderr(&out)
+    );
     serde_json::from_slice(&out.stdout).expect("repair --json is JSON")
 }
 
@@ -591,7 +601,7 @@ fn deleted_pack_is_missing_with_and_without_key_and_heals_after_repair_and_backu
 
     // repair snapshots lists the unrestorable snapshots and deletes nothing.
     let before = t.env.fingerprint();
-    let rep = repair_json(&t.env, &["snapshots"]);
+    let rep = repair_json_exit(&t.env, &["snapshots"], EXIT_DAMAGED);
     assert_eq!(rep["removed"], false);
     assert_eq!(rep["unrestorable"], affected(&t.env, &t.a_snaps()));
     assert!(
@@ -599,7 +609,7 @@ fn deleted_pack_is_missing_with_and_without_key_and_heals_after_repair_and_backu
         "repair snapshots without --remove changed nothing"
     );
     let out = t.env.run(&["repair", "snapshots"], b"");
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(EXIT_DAMAGED), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     for id in &t.snaps_a {
         assert!(
@@ -743,8 +753,11 @@ fn all_index_files_deleted_then_repair_index_restores_every_snapshot() {
 // ---------------------------------------------------------------------------------------------
 // 6. Duplicate packs
 
+/// Regression for "fsck prints one warning line per duplicated chunk" (issue 17: 2,858 lines
+/// after two concurrent backups): duplicates are one warning, which lists every chunk with
+/// its packs in `duplicates`, and the human report gives them one line.
 #[test]
-fn duplicate_chunks_in_two_packs_are_warnings_and_everything_restores() {
+fn fsck_prints_one_warning_line_per_duplicated_chunk() {
     let env = Env::new();
     let x = sql_like(8_000, 21);
     let (s1, p1) = backup_at(&env, &x, "x", "2024-02-01 00:00:00");
@@ -760,29 +773,116 @@ fn duplicate_chunks_in_two_packs_are_warnings_and_everything_restores() {
 
     let rep = repair_json(&env, &["index"]);
     assert_eq!(rep["packs_indexed"], 2, "{rep}");
-    let r = fsck(&env, &["--read-data"]);
-    assert_eq!(r.code, EXIT_OK, "duplicates are not damage: {}", r.json);
-    assert!(r.damage().is_empty());
-    let blobs_per_pack = r.count("blobs_verified") / 2;
-    assert!(blobs_per_pack > 1);
-    let w = r.warnings();
-    assert_eq!(
-        w.len() as u64,
-        blobs_per_pack,
-        "one warning per chunk: {}",
-        r.json
-    );
-    for p in w {
-        assert_eq!(p["object"], "chunk", "{p}");
-        assert_eq!(p["problem"], "duplicate", "{p}");
-        assert!(s(&p["detail"]).contains("stored in 2 packs"), "{p}");
+    let mut both = vec![name_of(&p1[0]), name_of(&p2[0])];
+    both.sort();
+    for args in [&["--read-data"][..], &[]] {
+        let r = fsck(&env, args);
+        assert_eq!(r.code, EXIT_OK, "duplicates are not damage: {}", r.json);
+        let w = r.warnings();
+        assert_eq!(w.len(), 1, "one warning for all duplicates: {}", r.json);
+        let p = w[0];
+        assert_eq!(
+            (s(&p["object"]), s(&p["id"]), s(&p["problem"])),
+            key("chunk", "-", "duplicate")
+        );
+        let dups = p["duplicates"].as_array().expect("duplicates listed");
+        // Every chunk is in both packs (one pack per backup of the same data).
+        assert!(dups.len() > 1, "{p}");
+        let mut chunks = BTreeSet::new();
+        let mut extra = 0;
+        for d in dups {
+            assert_eq!(d["packs"], serde_json::json!(both), "{d}");
+            assert!(chunks.insert(s(&d["chunk"])), "each chunk once: {d}");
+            extra += d["extra_bytes"].as_u64().unwrap();
+        }
+        let detail = s(&p["detail"]);
+        assert!(
+            detail.starts_with(&format!(
+                "{} chunks are stored in more than one pack",
+                dups.len()
+            )) && detail.contains(&format!("{extra} bytes of extra copies")),
+            "{detail}"
+        );
+        if args.is_empty() {
+            continue;
+        }
+        // With --read-data every blob of both packs is verified: each chunk is in both.
+        assert_eq!(
+            r.count("blobs_verified"),
+            2 * dups.len() as u64,
+            "{}",
+            r.json
+        );
     }
-    // Structure alone sees them too.
-    let r = fsck(&env, &[]);
-    assert_eq!(r.code, EXIT_OK);
-    assert_eq!(r.warnings().len() as u64, blobs_per_pack);
+    // The human report: one line.
+    let out = env.run(&["fsck"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_OK));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("duplicate")).collect();
+    assert_eq!(lines.len(), 1, "one line for the duplicates:\n{text}");
+    assert!(text.contains("result: ok (1 warnings)"), "{text}");
     assert_restores(&env, &s1, &x);
     assert_restores(&env, &s2, &x);
+}
+
+/// Regression for "fsck labels packs a damaged snapshot still uses as `unreferenced: prune
+/// removes it`" (issue 17): with a snapshot unreadable, or a pack holding a snapshot's tree
+/// missing, fsck cannot know which packs that snapshot needs, and prune refuses to run. fsck
+/// now says reachability is unknown, naming the damaged snapshot, and never "prune removes
+/// it"; and prune indeed refuses and deletes nothing.
+#[test]
+fn fsck_labels_packs_of_a_damaged_snapshot_unreferenced() {
+    // (1) An unreadable snapshot: its pack is used by no snapshot that could be read.
+    let env = Env::new();
+    backup_at(&env, &sql_like(3_000, 61), "x", "2024-05-01 00:00:00");
+    let (y, y_packs) = backup_at(&env, &noise(200_000, 62), "y", "2024-05-02 00:00:00");
+    assert_eq!(y_packs.len(), 1);
+    flip(&env.repo.join("snapshots").join(&y), 40);
+    // (2) A missing pack that holds a stream's root tree: the walk stops there, so the packs
+    //     holding the rest of that stream look unused. Small packs make the stream span
+    //     several; the root tree is written last, into the last pack.
+    let env2 = Env::uninit();
+    env2.init(&["--pack-size", "1"]);
+    let (z, z_packs) = backup_at(&env2, &noise(3_500_000, 63), "z", "2024-05-03 00:00:00");
+    assert!(z_packs.len() >= 3, "{z_packs:?}");
+    let last = z_packs
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap()
+        .clone();
+    std::fs::remove_file(&last).unwrap();
+
+    for (env, damaged, others) in [
+        (&env, &y, y_packs.clone()),
+        (
+            &env2,
+            &z,
+            z_packs.iter().filter(|p| **p != last).cloned().collect(),
+        ),
+    ] {
+        let r = fsck(env, &[]);
+        assert_eq!(r.code, EXIT_DAMAGED, "{}", r.json);
+        let mut expect: Vec<_> = others
+            .iter()
+            .map(|p| key("pack", &name_of(p), "reachability_unknown"))
+            .collect();
+        expect.sort();
+        assert_eq!(r.keys("warning"), expect, "{}", r.json);
+        for w in r.warnings() {
+            let d = s(&w["detail"]);
+            assert!(
+                d.contains(&format!("snapshot {damaged} is damaged"))
+                    && d.contains("prune refuses")
+                    && !d.contains("prune removes it"),
+                "{d}"
+            );
+        }
+        // The advice matches prune: it refuses and deletes nothing.
+        let before = env.fingerprint();
+        let out = env.run(&["prune"], b"");
+        assert_eq!(out.status.code(), Some(EXIT_DAMAGED), "{}", stderr(&out));
+        assert!(env.fingerprint() == before, "prune deleted nothing");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,7 +1015,7 @@ fn repair_snapshots_remove_deletes_a_corrupt_snapshot() {
     let t = two_series();
     let snap = t.env.repo.join("snapshots").join(&t.snaps_b[0]);
     flip(&snap, 40);
-    let rep = repair_json(&t.env, &["snapshots"]);
+    let rep = repair_json_exit(&t.env, &["snapshots"], EXIT_DAMAGED);
     let listed: Vec<String> = rep["unrestorable"]
         .as_array()
         .unwrap()
@@ -1135,9 +1235,46 @@ fn read_data_subsets_cover_every_pack_exactly_once() {
     }
     let r = fsck(&t.env, &["--read-data-subset", "100%"]);
     assert_eq!(r.count("packs_read"), 4);
-    let r = fsck(&t.env, &["--read-data-subset", "0%"]);
-    assert_eq!(r.count("packs_read"), 0);
-    assert_eq!(r.count("blobs_verified"), 0);
+}
+
+/// Regression for "`--read-data-subset 0%` checks nothing and exits 0" (issue 17): a subset
+/// that selects nothing is refused as a usage error (exit 2) with a message that says why,
+/// before anything is read; so are the other subsets that select nothing or make no sense.
+#[test]
+fn read_data_subset_0_percent_checks_nothing_and_exits_0() {
+    let env = Env::new();
+    env.backup(&sql_like(500, 41), &["--name", "x"]);
+    for zero in ["0%", "0.0%", "-0%", " 0 %"] {
+        // `=`: clap would take "-0%" for an option.
+        let out = env.run(&["fsck", &format!("--read-data-subset={zero}")], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_USAGE),
+            "{zero:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("would check no data at all"),
+            "{zero:?}: {}",
+            stderr(&out)
+        );
+        assert!(out.stdout.is_empty());
+    }
+    for bad in ["0/3", "2/0", "0/0", "4/3", "100.5%", "250%", "nan%", "inf%"] {
+        let out = env.run(&["fsck", "--read-data-subset", bad], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_USAGE),
+            "{bad:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("subset"), "{bad:?}: {}", stderr(&out));
+    }
+    // The smallest meaningful subsets still run.
+    for ok in ["0.5%", "1/1", "3/3"] {
+        let out = env.run(&["fsck", "--read-data-subset", ok], b"");
+        assert_eq!(out.status.code(), Some(EXIT_OK), "{ok:?}: {}", stderr(&out));
+    }
 }
 
 #[test]
@@ -1299,4 +1436,27 @@ fn unreadable_index_file_means_check_incomplete_not_damage() {
     let out = run_with(c, &["fsck", "--json"], b"");
     chmod(&t.index_a[0], 0o644);
     assert_eq!(out.status.code(), Some(EXIT_INCOMPLETE), "{}", stderr(&out));
+}
+
+/// Regression for "`repair snapshots` exits 0 even when it lists unrestorable snapshots"
+/// (issue 17): listing them without `--remove` is a finding of damage, exit 7 as fsck's, in
+/// both the text and the JSON form; with `--remove`, once they are deleted, the remaining
+/// snapshots are all restorable, so it exits 0; and a clean repository exits 0.
+#[test]
+fn repair_snapshots_exits_0_when_it_lists_unrestorable_snapshots() {
+    let t = two_series();
+    let rep = repair_json(&t.env, &["snapshots"]);
+    assert_eq!(rep["unrestorable"], serde_json::json!([]));
+    std::fs::remove_file(&t.packs_a[0]).unwrap();
+    let out = t.env.run(&["repair", "snapshots"], b"");
+    assert_eq!(out.status.code(), Some(EXIT_DAMAGED), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unrestorable snapshot"),
+        "the list is still printed"
+    );
+    let rep = repair_json_exit(&t.env, &["snapshots"], EXIT_DAMAGED);
+    assert_eq!(rep["unrestorable"], affected(&t.env, &t.a_snaps()));
+    let rep = repair_json_exit(&t.env, &["snapshots", "--remove"], EXIT_OK);
+    assert_eq!(rep["removed"], true);
+    t.assert_b_restores();
 }

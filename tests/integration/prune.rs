@@ -148,12 +148,18 @@ fn forget_dry_run_and_empty_policy_change_nothing() {
 #[test]
 fn prune_killed_at_every_step_leaves_a_consistent_repository() {
     for point in [
+        "prune:after-unindexed-delete",
+        "prune:after-free-index",
+        "prune:after-free-index-delete",
         "prune:after-repack",
         "prune:after-index",
         "prune:after-index-delete",
         "prune:mid-pack-delete",
+        "prune:mid-pack-delete@2",
     ] {
         let env = Env::new();
+        // A series no snapshot will need (its pack is wholly unused: deleted first)...
+        let gone = env.backup(&noise(200_000, 3), &["--name", "gone"]);
         for i in 0..6 {
             env.backup(
                 &day_dump(i * 5),
@@ -165,6 +171,8 @@ fn prune_killed_at_every_step_leaves_a_consistent_repository() {
                 ],
             );
         }
+        std::fs::remove_file(env.repo.join("snapshots").join(&gone)).unwrap();
+        // ... and old snapshots of `s`, whose packs are partly used (repacked).
         let out = env.run(&["forget", "--keep-last", "2"], b"");
         assert!(out.status.success(), "{}", stderr(&out));
         let kept: Vec<String> = env
@@ -311,4 +319,301 @@ fn backups_running_beside_prune_lose_nothing() {
         String::from_utf8_lossy(&out.stdout)
     );
     let _ = Utc.timestamp_opt(0, 0);
+}
+
+/// A repository where prune has packs to delete and to repack (six days, the last two kept,
+/// `--max-unused 0%` on the command line): the kept snapshots' ids and their bytes.
+fn env_with_work_for_prune() -> (Env, Vec<(String, Vec<u8>)>) {
+    let env = Env::new();
+    for i in 0..6 {
+        env.backup(
+            &day_dump(i * 5),
+            &[
+                "--name",
+                "s",
+                "--time",
+                &format!("2024-03-0{} 01:00:00", i + 1),
+            ],
+        );
+    }
+    let out = env.run(&["forget", "--keep-last", "2"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kept = env
+        .snapshots_json(&[])
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().unwrap().to_string();
+            let data = env.restore(&[&id]);
+            (id, data)
+        })
+        .collect();
+    (env, kept)
+}
+
+fn send(pid: u32, sig: i32) {
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// Poll (no fixed sleep) until `cond` holds; panics after 30 s.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed().as_secs() < 30, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Regression for "prune ignores SIGINT and SIGTERM" (issue 17): it finished and exited 0.
+/// Now the first signal stops it at the next safe point with exit 130, the lock released, a
+/// repository fsck calls intact, every kept snapshot restorable, and a second prune finishes.
+/// SIGINT lands after the first repacked pack is stored (prune waits there, via its test
+/// hook, until the signal comes, so the test does not race it); SIGTERM right after planning,
+/// before anything changed.
+#[test]
+fn prune_ignores_sigint_and_sigterm() {
+    for (sig, pause) in [
+        (libc::SIGINT, "prune:new-pack"),
+        (libc::SIGTERM, "prune:planned"),
+    ] {
+        let ctx = format!("signal {sig} at {pause}");
+        let (env, kept) = env_with_work_for_prune();
+        let packs_before: BTreeSet<_> = env.files_under("data").into_iter().collect();
+        let before = env.fingerprint();
+        let child = env
+            .cmd()
+            .env("DUMPVAULT_PRUNE_PAUSE", pause)
+            .args(["prune", "--max-unused", "0%"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if pause == "prune:new-pack" {
+            // Under way: a pack that was not there before is stored.
+            wait_until("the first repacked pack", || {
+                env.files_under("data")
+                    .iter()
+                    .any(|p| !packs_before.contains(p))
+            });
+        } else {
+            wait_until("prune's lock", || !env.files_under("locks").is_empty());
+        }
+        send(child.id(), sig);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_INTERRUPTED),
+            "{ctx}: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("interrupted"),
+            "{ctx}: {}",
+            stderr(&out)
+        );
+        assert!(env.files_under("locks").is_empty(), "{ctx}: lock released");
+        if pause == "prune:planned" {
+            assert_eq!(env.fingerprint(), before, "{ctx}: nothing changed");
+        } else {
+            // The free phase ran first: some packs are gone, one new (unindexed) pack is there.
+            assert_ne!(env.fingerprint(), before, "{ctx}: prune was under way");
+        }
+        let out = env.run(&["--no-cache", "fsck", "--read-data"], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(EXIT_OK),
+            "{ctx}: fsck: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        for (id, want) in &kept {
+            assert!(
+                &env.restore(&["--no-cache", id]) == want,
+                "{ctx}: {id} byte-exact"
+            );
+        }
+        let out = env.run(&["prune", "--max-unused", "0%"], b"");
+        assert!(
+            out.status.success(),
+            "{ctx}: second prune: {}",
+            stderr(&out)
+        );
+        let out = env.run(&["fsck", "--json"], b"");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true, "{ctx}");
+        assert_eq!(report["problems"], serde_json::json!([]), "{ctx}");
+        for (id, want) in &kept {
+            assert!(&env.restore(&[id]) == want, "{ctx}: {id} after prune");
+        }
+    }
+}
+
+mod full_disk {
+    //! prune on a store that refuses every new pack (a full disk, as the fault backend plays
+    //! it): the library, so the refusals are exact.
+
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use dumpvault::backend::fault::{Fault, FaultBackend, Op, Rule};
+    use dumpvault::backend::memory::MemoryBackend;
+    use dumpvault::backend::Backend;
+    use dumpvault::crypto::KdfParams;
+    use dumpvault::error::{Error, ObjectKind};
+    use dumpvault::id::PackId;
+    use dumpvault::ops::backup::{backup, BackupOptions};
+    use dumpvault::ops::fsck::{fsck, FsckOptions, Severity, Subset};
+    use dumpvault::ops::prune::{self, PruneOptions};
+    use dumpvault::ops::restore::restore;
+    use dumpvault::repo::{InitOptions, OpenOptions, Repo};
+    use dumpvault::snapshot::{Filter, Source};
+
+    use crate::common::*;
+
+    const PW: &[u8] = b"pw";
+
+    fn open(backend: Arc<dyn Backend>) -> Repo {
+        Repo::open(backend, PW, &OpenOptions::default()).unwrap()
+    }
+
+    fn opts(name: &str) -> BackupOptions {
+        BackupOptions {
+            name: name.into(),
+            host: "test".into(),
+            stream_name: "stdin".into(),
+            ..Default::default()
+        }
+    }
+
+    fn packs(backend: &dyn Backend) -> BTreeSet<PackId> {
+        backend
+            .list(ObjectKind::Pack)
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.parse().unwrap())
+            .collect()
+    }
+
+    fn restores(backend: Arc<dyn Backend>, id: &str, want: &[u8], ctx: &str) {
+        let mut repo = open(backend);
+        let snap = repo.find_snapshot(id, &Filter::default()).unwrap();
+        let mut out = Vec::new();
+        restore(&mut repo, &snap, None, &mut out, |_| {}).unwrap();
+        assert!(out == want, "{ctx}: snapshot {id} byte-exact");
+    }
+
+    fn no_damage(backend: Arc<dyn Backend>, ctx: &str) -> usize {
+        let mut repo = open(backend);
+        let r = fsck(
+            &mut repo,
+            &FsckOptions {
+                read_data: Some(Subset::All),
+            },
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let damage: Vec<_> = r
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Damage)
+            .collect();
+        assert!(damage.is_empty(), "{ctx}: {damage:?}");
+        r.problems.len()
+    }
+
+    /// Regression for "on a full disk, prune cannot free space" (issue 17): it repacked first,
+    /// so the first pack it could not store stopped it before it had deleted anything. Now
+    /// the unindexed and wholly unused packs go first; only the repack fails, nothing is lost,
+    /// `--max-unused 100%` then succeeds on the same full store, and once there is room a
+    /// plain prune finishes the repack.
+    #[test]
+    fn prune_on_a_full_disk_cannot_free_space() {
+        let mem = Arc::new(MemoryBackend::default());
+        let inner: Arc<dyn Backend> = mem.clone();
+        let init = InitOptions {
+            kdf: KdfParams::FLOOR,
+            pack_target: 1024 * 1024,
+            ..Default::default()
+        };
+        drop(Repo::init(Arc::clone(&inner), PW, &init).unwrap());
+        let fb = Arc::new(FaultBackend::new(Arc::clone(&inner), 7));
+        let backend: Arc<dyn Backend> = fb.clone();
+        let mut repo = open(Arc::clone(&backend));
+        // A: ~3.5 MB over several packs. B: A's first half plus new data, so A's first packs
+        // stay in use, the pack where B diverges is partly used (repack) and A's later packs
+        // are wholly unused once A is gone (delete).
+        let mut a = sql_like(15_000, 31);
+        a.extend_from_slice(&noise(2_500_000, 32));
+        let mut b = a[..a.len() / 2].to_vec();
+        b.extend_from_slice(&noise(600_000, 33));
+        let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
+        let rb = backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
+        // C fails at its index write: its packs stay, unindexed.
+        let before_c = packs(inner.as_ref());
+        fb.add(Rule::nth(Op::Put, 1, Fault::Fail).of(ObjectKind::Index));
+        let c = noise(1_500_000, 34);
+        backup(&mut repo, &c[..], &opts("c"), || Ok(Source::Stdin), |_| {})
+            .expect_err("the index write fails");
+        fb.clear();
+        let unindexed: BTreeSet<PackId> = packs(inner.as_ref())
+            .difference(&before_c)
+            .copied()
+            .collect();
+        assert!(!unindexed.is_empty());
+        inner
+            .delete(ObjectKind::Snapshot, &ra.snapshot_id.to_hex())
+            .unwrap();
+        let b_id = rb.snapshot_id.to_hex();
+
+        let strict = PruneOptions { max_unused: 0.0 };
+        let plan = prune::plan(&open(Arc::clone(&inner)), &strict).unwrap();
+        let delete: BTreeSet<PackId> = plan.delete_packs.iter().copied().collect();
+        let repack: BTreeSet<PackId> = plan.repack_packs.iter().copied().collect();
+        assert_eq!(
+            plan.unindexed_packs
+                .iter()
+                .copied()
+                .collect::<BTreeSet<_>>(),
+            unindexed
+        );
+        assert!(!delete.is_empty() && !repack.is_empty(), "{plan:?}");
+
+        // The store is full: no new pack fits.
+        fb.add(
+            Rule::nth(Op::Put, 1, Fault::Fail)
+                .of(ObjectKind::Pack)
+                .times(u64::MAX),
+        );
+        let e = prune::prune(&mut open(Arc::clone(&backend)), &strict, false)
+            .expect_err("the repack cannot store its pack");
+        assert!(matches!(e, Error::Backend(_)), "{e:?}");
+        let left = packs(inner.as_ref());
+        assert!(left.is_disjoint(&unindexed), "unindexed packs freed");
+        assert!(left.is_disjoint(&delete), "wholly unused packs freed");
+        assert!(repack.is_subset(&left), "the packs to repack stay");
+        assert_eq!(no_damage(Arc::clone(&inner), "after the failed repack"), 0);
+        restores(Arc::clone(&inner), &b_id, &b, "after the failed repack");
+
+        // `--max-unused 100%` only deletes wholly unused packs: on the full store it succeeds
+        // (here with nothing left to do) instead of failing.
+        let r = prune::prune(
+            &mut open(Arc::clone(&backend)),
+            &PruneOptions { max_unused: 1.0 },
+            false,
+        )
+        .unwrap();
+        assert!(r.plan.is_noop(), "{:?}", r.plan);
+
+        // Room again: the repack completes.
+        fb.clear();
+        let r = prune::prune(&mut open(Arc::clone(&backend)), &strict, false).unwrap();
+        assert_eq!(
+            r.plan.repack_packs.iter().copied().collect::<BTreeSet<_>>(),
+            repack
+        );
+        assert!(packs(inner.as_ref()).is_disjoint(&repack));
+        assert_eq!(no_damage(Arc::clone(&inner), "after the second prune"), 0);
+        restores(inner, &b_id, &b, "after the second prune");
+    }
 }
