@@ -22,6 +22,9 @@ pub(super) struct FsckArgs {
     /// Check without a password: object names against their BLAKE3, layouts, missing packs.
     #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
     pub(super) no_key: bool,
+    /// List the details of aggregated problems (each duplicated chunk and its packs).
+    #[arg(short, long)]
+    pub(super) verbose: bool,
 }
 
 pub(super) fn run(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
@@ -101,6 +104,18 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
                     s.name,
                     s.time.format("%Y-%m-%d %H:%M:%S")
                 );
+            }
+            if a.verbose {
+                for d in &p.duplicates {
+                    out += &format!(
+                        "        chunk {} in packs {} ({} extra)\n",
+                        d.chunk,
+                        d.packs.join(", "),
+                        human(d.extra_bytes)
+                    );
+                }
+            } else if !p.duplicates.is_empty() {
+                out += "        (fsck -v lists the chunks and their packs; --json too)\n";
             }
         }
         out += &if damage > 0 {

@@ -56,7 +56,7 @@ pub(super) fn run(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
             bar.finish();
             if ctx.cli.json {
                 print_json(&rep)?;
-                return unrestorable_left(&rep);
+                return rep.verdict();
             }
             for s in &rep.unrestorable {
                 println!(
@@ -76,19 +76,7 @@ pub(super) fn run(ctx: &Ctx<'_>, r: &RepairCmd) -> Result<()> {
             } else if !rep.removed {
                 println!("run `dumpvault repair snapshots --remove` to delete them");
             }
-            unrestorable_left(&rep)
+            rep.verdict()
         }
     }
-}
-
-/// Exit 7 while unrestorable snapshots remain (listed, not removed), as fsck does; after
-/// `--remove` the repository is consistent again and the command succeeds.
-fn unrestorable_left(rep: &crate::ops::repair::RepairSnapshotsReport) -> Result<()> {
-    if rep.unrestorable.is_empty() || rep.removed {
-        return Ok(());
-    }
-    Err(crate::error::Error::Damaged(format!(
-        "{} snapshot(s) cannot be restored",
-        rep.unrestorable.len()
-    )))
 }

@@ -11,6 +11,7 @@ mod e2e_redis;
 mod faults;
 mod fsck;
 mod fuzz_replay;
+mod layers;
 mod library;
 mod metrics_failures;
 mod ops;

@@ -1,6 +1,6 @@
 //! Promises the README makes that a new user found broken (issue 17): exit codes for refused
-//! key parameters and empty passwords, labels that cannot inject lines, `restore -o DIR`,
-//! `repair snapshots` as a verdict, and SIGTERM reaching every process of a producer.
+//! key parameters and empty passwords, labels that cannot inject lines, `restore -o DIR`, and
+//! SIGTERM reaching every process of a producer. (`repair snapshots` as a verdict: fsck.rs.)
 
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
@@ -139,31 +139,6 @@ fn restore_to_an_existing_directory_is_refused_before_reading_anything() {
         })
         .count();
     assert_eq!(leftovers, 0, "no temp file");
-}
-
-#[test]
-fn repair_snapshots_exits_7_while_unrestorable_snapshots_remain() {
-    let env = Env::new();
-    env.backup(&noise(200_000, 5), &["--name", "s"]);
-    for p in env.files_under("data") {
-        std::fs::remove_file(p).unwrap();
-    }
-    for args in [
-        &["--no-cache", "repair", "snapshots"][..],
-        &["--no-cache", "--json", "repair", "snapshots"][..],
-    ] {
-        let out = env.run(args, b"");
-        assert_eq!(
-            out.status.code(),
-            Some(EXIT_CORRUPT),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-        assert_eq!(count(&env, "snapshots"), 1, "listing deletes nothing");
-    }
-    let out = env.run(&["--no-cache", "repair", "snapshots", "--remove"], b"");
-    assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
-    assert_eq!(count(&env, "snapshots"), 0);
 }
 
 fn alive(pid: u32) -> bool {
