@@ -229,6 +229,9 @@ impl Repo {
         }
         let mut opened = None;
         let mut first_err = None;
+        // A refusal of weak parameters is reported wherever it occurs (format-spec/02 step 4,
+        // X21): "wrong password" would hide that someone lowered a key file's cost.
+        let mut weak = None;
         let mut parsed = 0;
         let mut same_repo = 0;
         for id in keys {
@@ -252,6 +255,9 @@ impl Repo {
                     break;
                 }
                 Ok(None) => {}
+                Err(e @ Error::WeakKeyParameters(_)) => {
+                    weak.get_or_insert(e);
+                }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -260,8 +266,10 @@ impl Repo {
         let Some((key_id, key)) = opened else {
             // Weak parameters, or key files that are all damaged, are worth saying as such;
             // otherwise the password is wrong.
+            if let Some(e) = weak {
+                return Err(e);
+            }
             return Err(match first_err {
-                Some(e @ Error::WeakKeyParameters(_)) => e,
                 Some(e) if parsed == 0 => e,
                 _ if parsed > 0 && same_repo == 0 => Error::corrupt(
                     ObjectKind::Config,

@@ -379,10 +379,10 @@ fn key_opening_precedence() {
     // A weak key file tried first: WeakKeyParameters (exit 4), whatever follows.
     let e = open(&[&w_first, &damaged], pw).unwrap_err();
     assert!(matches!(e, Error::WeakKeyParameters(_)), "{e}");
-    // The damaged one tried first, then the weak one: the first error is damage, but a key file
-    // was decoded and carries the config's repo_id, so the answer is "wrong password".
+    // The damaged one tried first, then the weak one: the refusal still wins (X21; it was
+    // "wrong password", which hid the lowered cost).
     let e = open(&[&damaged, &w_last], pw).unwrap_err();
-    assert!(matches!(e, Error::WrongPassword), "{e}");
+    assert!(matches!(e, Error::WeakKeyParameters(_)), "{e}");
     // Decoded key files, none of this repository: the config is damaged (exit 7).
     let e = open(&[&damaged, &foreign], pw).unwrap_err();
     assert!(
