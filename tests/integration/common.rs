@@ -351,3 +351,17 @@ pub fn assert_wrong_password_refused(env: &Env, args: &[&str]) {
     assert!(stderr(&out).contains("password"), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "{args:?}");
 }
+
+/// Restore temp files (`.NAME.dumpvault-XXXX`) left in `dir`: a failed `restore -o` must leave none.
+pub fn restore_temp_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("dumpvault-")
+        })
+        .count()
+}

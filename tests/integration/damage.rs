@@ -47,17 +47,7 @@ fn assert_corrupt_restore(env: &Env, data: &[u8], must_name: &str) {
         !o.exists(),
         "a failed restore must not leave a file under the final name"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains("dumpvault-")
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "temp file removed");
+    assert_eq!(restore_temp_files(env.dir.path()), 0, "temp file removed");
 }
 
 #[test]

@@ -16,8 +16,9 @@ fn a_failed_backup_writes_its_exit_code_failure_time_and_producer_status_to_the_
     let env = Env::new();
     let prom = env.dir.path().join("dv.prom");
     let p = prom.to_str().unwrap();
-    let out = env.run(
-        &[
+    // One night: `--metrics-file`, command mode, this producer script.
+    let night = |script: &str| {
+        let args = [
             "--metrics-file",
             p,
             "backup",
@@ -26,10 +27,11 @@ fn a_failed_backup_writes_its_exit_code_failure_time_and_producer_status_to_the_
             "--",
             "sh",
             "-c",
-            "echo partial; exit 3",
-        ],
-        b"",
-    );
+            script,
+        ];
+        env.run(&args, b"")
+    };
+    let out = night("echo partial; exit 3");
     assert_eq!(out.status.code(), Some(EXIT_PRODUCER), "{}", stderr(&out));
     let text = std::fs::read_to_string(&prom).unwrap();
     assert_eq!(
@@ -60,20 +62,7 @@ fn a_failed_backup_writes_its_exit_code_failure_time_and_producer_status_to_the_
     );
 
     // The next night succeeds: exit code and producer status go back to 0, the failure stays.
-    let out = env.run(
-        &[
-            "--metrics-file",
-            p,
-            "backup",
-            "--name",
-            "shop",
-            "--",
-            "sh",
-            "-c",
-            "echo whole",
-        ],
-        b"",
-    );
+    let out = night("echo whole");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = std::fs::read_to_string(&prom).unwrap();
     assert_eq!(

@@ -128,16 +128,7 @@ fn restore_to_an_existing_directory_is_refused_before_reading_anything() {
         assert!(out.stdout.is_empty(), "no restore report: nothing was read");
     }
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-    let leftovers = std::fs::read_dir(env.dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .contains("dumpvault-")
-        })
-        .count();
+    let leftovers = restore_temp_files(env.dir.path());
     assert_eq!(leftovers, 0, "no temp file");
 }
 
