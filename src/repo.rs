@@ -325,14 +325,14 @@ impl Repo {
             if let Some(cache) = self.cache.as_mut() {
                 let backend = Arc::clone(&self.backend);
                 let key = self.key.clone();
-                let fetch = |id: &ObjectId| {
+                let fetch = &|id: &ObjectId| {
                     let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
                     IndexFile::open(&key, id, &bytes)
                 };
                 for attempt in 0..2 {
                     let mut ix = Index::default();
                     match cache
-                        .sync_index(&remote, &fetch)
+                        .sync_index(&remote, fetch)
                         .and_then(|_| cache.load_index(&mut ix))
                     {
                         Ok(()) => {

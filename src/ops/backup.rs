@@ -469,6 +469,15 @@ pub fn backup_streams(
     })
 }
 
+/// What `store_streams` returns: the streams, the totals, the packs written, and the
+/// `(index file, pack)` numbers of the chunks deduplicated against the index.
+type Stored = (
+    Vec<Stream>,
+    BackupStats,
+    Vec<IndexPack>,
+    HashSet<(u32, u32)>,
+);
+
 /// Store every stream through one `Store` (shared packs and dedup state); returns the streams
 /// for the manifest, the totals, the packs written and the dedup hits' sources.
 fn store_streams(
@@ -478,12 +487,7 @@ fn store_streams(
     allow_empty: bool,
     verify: bool,
     progress: &mut impl FnMut(&BackupStats),
-) -> Result<(
-    Vec<Stream>,
-    BackupStats,
-    Vec<IndexPack>,
-    HashSet<(u32, u32)>,
-)> {
+) -> Result<Stored> {
     let several = inputs.len() > 1;
     let mut store = Store::new(repo, index, verify)?;
     let outcome = (|| -> Result<Vec<Stream>> {
