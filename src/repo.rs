@@ -280,16 +280,15 @@ impl Repo {
             });
         };
         Config::verify_mac(&cbytes, &key)?;
-        let cache = opts
-            .cache_dir
-            .as_ref()
-            .and_then(|d| match Cache::open(d, &config.repo_id) {
+        let cache = opts.cache_dir.as_ref().and_then(|d| {
+            match Cache::open_keyed(d, &config.repo_id, &key) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     eprintln!("dumpvault: warning: cache unavailable, continuing without it: {e}");
                     None
                 }
-            });
+            }
+        });
         Ok(Repo {
             backend,
             counting,
@@ -322,35 +321,62 @@ impl Repo {
     }
 
     /// Load the index (once), through the cache when there is one.
+    ///
+    /// The index remembers the listing of `index/` it was built from, and for each entry the
+    /// index file it came from (`Index::check_sources`, format-spec X10). Cached rows that fail
+    /// their MAC make the cache be rebuilt from the repository, with a warning; if the rebuilt
+    /// cache fails too, the index is read directly.
     pub fn index(&mut self) -> Result<&Index> {
         if self.index.is_none() {
             let remote = list_ids(self.backend.as_ref(), ObjectKind::Index)?;
-            let mut index = Index::default();
-            let via_cache = match self.cache.as_mut() {
-                Some(cache) => {
-                    let backend = Arc::clone(&self.backend);
-                    let key = self.key.clone();
-                    let fetch = |id: &ObjectId| {
-                        let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
-                        IndexFile::open(&key, id, &bytes)
-                    };
-                    match cache.sync_index(&remote, fetch) {
-                        Ok(_) => cache.load_index(&mut index).is_ok(),
+            let mut index = None;
+            if let Some(cache) = self.cache.as_mut() {
+                let backend = Arc::clone(&self.backend);
+                let key = self.key.clone();
+                let fetch = &|id: &ObjectId| {
+                    let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
+                    IndexFile::open(&key, id, &bytes)
+                };
+                for attempt in 0..2 {
+                    let mut ix = Index::default();
+                    match cache
+                        .sync_index(&remote, fetch)
+                        .and_then(|_| cache.load_index(&mut ix))
+                    {
+                        Ok(()) => {
+                            index = Some(ix);
+                            break;
+                        }
+                        Err(e @ (Error::Cache(_) | Error::Io { .. })) if attempt == 0 => {
+                            eprintln!(
+                                "dumpvault: warning: cache {}: {e}; rebuilding it from the repository",
+                                cache.path().display()
+                            );
+                            if let Err(e) = cache.rebuild() {
+                                eprintln!(
+                                    "dumpvault: warning: cache: {e}; reading the index directly"
+                                );
+                                break;
+                            }
+                        }
                         Err(e @ (Error::Cache(_) | Error::Io { .. })) => {
                             eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
-                            false
                         }
                         Err(e) => return Err(e),
                     }
                 }
-                None => false,
-            };
-            if !via_cache {
-                index = Index::default();
-                for id in &remote {
-                    index.add_file(&self.read_index_file(id)?);
-                }
             }
+            let mut index = match index {
+                Some(ix) => ix,
+                None => {
+                    let mut ix = Index::default();
+                    for id in &remote {
+                        ix.add_indexed_file(*id, &self.read_index_file(id)?);
+                    }
+                    ix
+                }
+            };
+            index.set_listing(remote);
             self.index = Some(index);
         }
         Ok(self.index.as_ref().expect("loaded above"))
@@ -373,7 +399,8 @@ impl Repo {
             }
         }
         if let Some(ix) = self.index.as_mut() {
-            ix.add_file(file);
+            ix.add_indexed_file(id, file);
+            ix.add_to_listing(id);
         }
         Ok(id)
     }

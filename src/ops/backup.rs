@@ -15,6 +15,12 @@
 //! the snapshot only after the index and after each stream's `finish` approved its producer
 //! (exit 0, output not empty). Any failure before that returns an error and leaves only
 //! unreferenced packs, which prune removes.
+//!
+//! Deduplication trusts the loaded index, which may come from the local cache. So before
+//! anything is committed, every chunk deduplicated against the index must come from an index
+//! file of the listing this backup took, in a pack that file lists (`Index::check_sources`,
+//! format-spec X10); the cache's MACs make the rows themselves those of authenticated index
+//! files. The check costs one set insert per deduplicated chunk.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -86,6 +92,8 @@ struct Store<'a> {
     verify: bool,
     index: &'a Index,
     pending: HashSet<ChunkId>,
+    /// `(index file, pack)` numbers of every chunk deduplicated against `index`.
+    hits: HashSet<(u32, u32)>,
     packer: PackWriter,
     written: Vec<IndexPack>,
     tx: Option<SyncSender<FinishedPack>>,
@@ -126,6 +134,7 @@ impl<'a> Store<'a> {
             verify,
             index,
             pending: HashSet::new(),
+            hits: HashSet::new(),
             packer: PackWriter::new(repo.config.pack_target),
             written: Vec::new(),
             tx: Some(tx),
@@ -134,8 +143,14 @@ impl<'a> Store<'a> {
         })
     }
 
-    fn is_known(&self, id: &ChunkId) -> bool {
-        self.index.contains(id) || self.pending.contains(id)
+    /// Whether `id` is stored already (or earlier in this backup); a hit in the index is
+    /// remembered for the pre-commit check.
+    fn is_known(&mut self, id: &ChunkId) -> bool {
+        if let Some(l) = self.index.location(id) {
+            self.hits.insert((l.file, l.pack));
+            return true;
+        }
+        self.pending.contains(id)
     }
 
     fn add_sealed(&mut self, b: crate::pack::SealedBlob) -> Result<()> {
@@ -402,7 +417,7 @@ pub fn backup_streams(
         &mut progress,
     );
     repo.index = Some(index);
-    let (streams, stats, written) = result?;
+    let (streams, stats, written, hits) = result?;
     // An evidently cut-short dump is a failed dump: refused like a failed producer.
     if !opts.allow_truncated {
         crate::dumpkind::refuse_truncated(
@@ -418,6 +433,11 @@ pub fn backup_streams(
             "this backup's lock was removed while it ran (unlock --all?); a prune may have deleted data it relies on, so nothing was committed".into(),
         ));
     }
+    // Nothing deduplicated against a row the repository does not confirm may be committed.
+    repo.index
+        .as_ref()
+        .expect("put back above")
+        .check_sources(&hits)?;
     crate::failpoint::hit("backup:before-index");
     let index_id = if written.is_empty() {
         None
@@ -449,8 +469,17 @@ pub fn backup_streams(
     })
 }
 
+/// What `store_streams` returns: the streams, the totals, the packs written, and the
+/// `(index file, pack)` numbers of the chunks deduplicated against the index.
+type Stored = (
+    Vec<Stream>,
+    BackupStats,
+    Vec<IndexPack>,
+    HashSet<(u32, u32)>,
+);
+
 /// Store every stream through one `Store` (shared packs and dedup state); returns the streams
-/// for the manifest, the totals, and the packs written.
+/// for the manifest, the totals, the packs written and the dedup hits' sources.
 fn store_streams(
     repo: &Repo,
     index: &Index,
@@ -458,7 +487,7 @@ fn store_streams(
     allow_empty: bool,
     verify: bool,
     progress: &mut impl FnMut(&BackupStats),
-) -> Result<(Vec<Stream>, BackupStats, Vec<IndexPack>)> {
+) -> Result<Stored> {
     let several = inputs.len() > 1;
     let mut store = Store::new(repo, index, verify)?;
     let outcome = (|| -> Result<Vec<Stream>> {
@@ -514,7 +543,7 @@ fn store_streams(
     let uploaded = store.join_uploader();
     let streams = outcome?;
     uploaded?;
-    Ok((streams, store.stats, store.written))
+    Ok((streams, store.stats, store.written, store.hits))
 }
 
 /// Chunk and store one stream; returns its root tree blob, size, unkeyed BLAKE3 (hex) and

@@ -2,6 +2,7 @@
 //! binary or the library from outside, with a helper per scenario.
 
 mod badinput;
+mod cache_trust;
 mod cli;
 mod common;
 mod crash;
