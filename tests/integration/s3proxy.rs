@@ -572,3 +572,60 @@ fn s3_append_only_credentials_suffice_for_backup_and_verify() {
     assert!(env.restore(&["--no-cache", &new_id]) == new);
     fsck_ok(&env);
 }
+
+/// `backup --s3-object-lock-days N` sends Object Lock retention on the PUTs of packs, index
+/// files and snapshots (not on locks, which must stay removable). Garage does not enforce
+/// Object Lock; what is checked is the request.
+#[test]
+fn s3_object_lock_days_sends_retention_headers() {
+    let g = Garage::start();
+    let proxy = Proxy::start(&g.endpoint);
+    let env = proxied_env(&g, &proxy, "3");
+    proxy.heads.lock().unwrap().clear();
+    let t0 = chrono::Utc::now();
+    let id = env.backup(&noise(200_000, 21), &["--s3-object-lock-days", "7"]);
+    let heads = proxy.heads.lock().unwrap().clone();
+    let puts = |dir: &str| -> Vec<String> {
+        heads
+            .iter()
+            .filter(|h| h.starts_with("PUT ") && h.lines().next().unwrap().contains(dir))
+            .map(|h| h.to_ascii_lowercase())
+            .collect()
+    };
+    for dir in ["/data/", "/index/", "/snapshots/"] {
+        let p = puts(dir);
+        assert!(!p.is_empty(), "no PUT of {dir}");
+        for h in p {
+            assert!(h.contains("x-amz-object-lock-mode: compliance"), "{h}");
+            let until = h
+                .lines()
+                .find_map(|l| l.strip_prefix("x-amz-object-lock-retain-until-date:"))
+                .unwrap_or_else(|| panic!("no retain-until date: {h}"))
+                .trim()
+                .to_uppercase();
+            let until = chrono::DateTime::parse_from_rfc3339(&until).expect("RFC 3339 date");
+            let days = (until.with_timezone(&chrono::Utc) - t0).num_hours();
+            assert!((7 * 24 - 1..=7 * 24 + 1).contains(&days), "{h}");
+            assert!(
+                h.contains("content-md5:"),
+                "Object Lock PUTs need Content-MD5: {h}"
+            );
+        }
+    }
+    let locks_put = puts("/locks/");
+    assert!(!locks_put.is_empty());
+    assert!(
+        locks_put.iter().all(|h| !h.contains("x-amz-object-lock")),
+        "locks are not retained"
+    );
+    // Without the flag, no retention is asked for.
+    proxy.heads.lock().unwrap().clear();
+    env.backup(&noise(200_000, 22), &[]);
+    assert!(proxy
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|h| !h.to_ascii_lowercase().contains("x-amz-object-lock")));
+    assert!(env.restore(&["--no-cache", &id]) == noise(200_000, 21));
+}
