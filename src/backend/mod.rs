@@ -8,6 +8,7 @@
 //! - `list` returns every complete object of a kind with its size, never a partial one.
 //! - `get_range` of a range past the end is an error, not a short read.
 
+pub mod append_only;
 pub mod counting;
 pub mod fault;
 pub mod local;

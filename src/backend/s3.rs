@@ -20,12 +20,19 @@
 //!   replacing a good stored one.
 //! - Objects above `multipart_threshold` go up as multipart uploads, aborted on failure, so an
 //!   interrupted upload never leaves an object under the final name.
+//! - Object Lock (`DUMPVAULT_S3_OBJECT_LOCK_DAYS`, `backup --s3-object-lock-days N`): PUTs of
+//!   packs, index files and snapshots carry `x-amz-object-lock-mode` (COMPLIANCE, or
+//!   `DUMPVAULT_S3_OBJECT_LOCK_MODE=governance`) and a retain-until date N days ahead, so not
+//!   even full credentials can delete them before then. The bucket must have Object Lock
+//!   enabled; AWS also requires Content-MD5 (the default checksum mode) on such PUTs. Locks,
+//!   keys, the config and drill records are not retained: locks must be removable, and the
+//!   others are not what a ransomware attack needs to destroy to make restores impossible.
 //! - Retries: the SDK's standard retry mode (exponential backoff with jitter) on 5xx,
 //!   throttling and connection errors, up to `max_attempts`, inside an overall operation
 //!   timeout. 403 and 404 are not retried and fail with a clear message.
 //! - Calls are blocking (the trait is synchronous); a private tokio runtime runs the SDK.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -33,7 +40,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectLockMode, StorageClass};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -66,6 +73,18 @@ pub struct S3Options {
     pub max_attempts: u32,
     pub operation_timeout: Duration,
     pub upload_concurrency: usize,
+    /// Object Lock retention for packs, index files and snapshots: mode and days.
+    pub object_lock: Option<(ObjectLockMode, u32)>,
+}
+
+/// `backup --s3-object-lock-days`: the backend is opened from a location string and the
+/// environment (`backend::open`), so the flag reaches it through this process-wide value,
+/// which takes precedence over `DUMPVAULT_S3_OBJECT_LOCK_DAYS`. 0: not set.
+static OBJECT_LOCK_DAYS: AtomicU32 = AtomicU32::new(0);
+
+/// Retain the objects this process writes for `days` days (see the module doc).
+pub fn set_object_lock_days(days: u32) {
+    OBJECT_LOCK_DAYS.store(days, Ordering::Relaxed);
 }
 
 impl Default for S3Options {
@@ -82,6 +101,7 @@ impl Default for S3Options {
             max_attempts: 8,
             operation_timeout: Duration::from_secs(15 * 60),
             upload_concurrency: 4,
+            object_lock: None,
         }
     }
 }
@@ -121,6 +141,30 @@ impl S3Options {
             o.max_attempts = v
                 .parse()
                 .map_err(|_| Error::InvalidInput(format!("DUMPVAULT_S3_MAX_ATTEMPTS={v}")))?;
+        }
+        let days = match (
+            OBJECT_LOCK_DAYS.load(Ordering::Relaxed),
+            var("DUMPVAULT_S3_OBJECT_LOCK_DAYS"),
+        ) {
+            (0, None) => 0,
+            (0, Some(v)) => v.parse().map_err(|_| {
+                Error::InvalidInput(format!(
+                    "DUMPVAULT_S3_OBJECT_LOCK_DAYS={v}: use a number of days"
+                ))
+            })?,
+            (d, _) => d,
+        };
+        if days > 0 {
+            let mode = match var("DUMPVAULT_S3_OBJECT_LOCK_MODE").as_deref() {
+                None | Some("compliance") | Some("COMPLIANCE") => ObjectLockMode::Compliance,
+                Some("governance") | Some("GOVERNANCE") => ObjectLockMode::Governance,
+                Some(v) => {
+                    return Err(Error::InvalidInput(format!(
+                        "DUMPVAULT_S3_OBJECT_LOCK_MODE={v}: use compliance or governance"
+                    )))
+                }
+            };
+            o.object_lock = Some((mode, days));
         }
         Ok(o)
     }
@@ -301,6 +345,22 @@ impl S3Backend {
         })
     }
 
+    /// Object Lock mode and retain-until date for an object of `kind`, if it is retained.
+    fn retention(
+        &self,
+        kind: ObjectKind,
+    ) -> Option<(ObjectLockMode, aws_sdk_s3::primitives::DateTime)> {
+        let (mode, days) = self.opts.object_lock.clone()?;
+        if !matches!(
+            kind,
+            ObjectKind::Pack | ObjectKind::Index | ObjectKind::Snapshot
+        ) {
+            return None;
+        }
+        let until = std::time::SystemTime::now() + Duration::from_secs(u64::from(days) * 86_400);
+        Some((mode, aws_sdk_s3::primitives::DateTime::from(until)))
+    }
+
     fn md5_b64(data: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
     }
@@ -342,7 +402,13 @@ impl S3Backend {
         })
     }
 
-    async fn put_single(&self, key: &str, data: &[u8], conditional: bool) -> Result<PutOutcome> {
+    async fn put_single(
+        &self,
+        kind: ObjectKind,
+        key: &str,
+        data: &[u8],
+        conditional: bool,
+    ) -> Result<PutOutcome> {
         let mut req = self
             .client
             .put_object()
@@ -358,6 +424,11 @@ impl S3Backend {
         if conditional {
             req = req.if_none_match("*");
         }
+        if let Some((mode, until)) = self.retention(kind) {
+            req = req
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
+        }
         match req.send().await {
             Ok(_) => Ok(PutOutcome::Written),
             Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
@@ -370,7 +441,7 @@ impl S3Backend {
         }
     }
 
-    async fn put_multipart(&self, key: &str, data: &[u8]) -> Result<()> {
+    async fn put_multipart(&self, kind: ObjectKind, key: &str, data: &[u8]) -> Result<()> {
         let mut create = self
             .client
             .create_multipart_upload()
@@ -378,6 +449,11 @@ impl S3Backend {
             .key(key);
         if let Some(sc) = &self.opts.storage_class {
             create = create.storage_class(StorageClass::from(sc.as_str()));
+        }
+        if let Some((mode, until)) = self.retention(kind) {
+            create = create
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until);
         }
         let up = create
             .send()
@@ -552,7 +628,7 @@ impl Backend for S3Backend {
             if self.head(&key)?.is_some() {
                 return Ok(());
             }
-            return self.rt.block_on(self.put_multipart(&key, data));
+            return self.rt.block_on(self.put_multipart(kind, &key, data));
         }
         loop {
             match self.conditional.load(Ordering::Relaxed) {
@@ -562,10 +638,10 @@ impl Backend for S3Backend {
                     }
                     return self
                         .rt
-                        .block_on(self.put_single(&key, data, false))
+                        .block_on(self.put_single(kind, &key, data, false))
                         .map(|_| ());
                 }
-                state => match self.rt.block_on(self.put_single(&key, data, true))? {
+                state => match self.rt.block_on(self.put_single(kind, &key, data, true))? {
                     PutOutcome::Written | PutOutcome::Existed => {
                         if state == 0 {
                             self.conditional.store(1, Ordering::Relaxed);

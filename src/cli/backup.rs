@@ -44,6 +44,11 @@ pub(super) struct BackupArgs {
     /// for measuring its cost).
     #[arg(long, env = "DUMPVAULT_NO_VERIFY_PACKS")]
     pub(super) no_verify_packs: bool,
+    /// S3 only: retain the packs, index files and snapshot this backup writes with Object Lock
+    /// for N days (COMPLIANCE mode; DUMPVAULT_S3_OBJECT_LOCK_MODE=governance for GOVERNANCE).
+    /// The bucket must have Object Lock enabled.
+    #[arg(long, value_name = "N", env = "DUMPVAULT_S3_OBJECT_LOCK_DAYS")]
+    pub(super) s3_object_lock_days: Option<u32>,
     /// A named stream from a file, a fifo, or `-` for stdin: `NAME=PATH` (repeatable).
     /// Several streams make one atomic snapshot; needs --name.
     #[arg(long = "stream", value_name = "NAME=PATH", value_parser = parse_named)]
@@ -125,6 +130,10 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
     // default series name is checked again by the library once it is known.
     let host = a.host.clone().unwrap_or_else(crate::lock::hostname);
     backup::validate_labels(a.name.as_deref().unwrap_or("stdin"), &host, &a.tags)?;
+    #[cfg(feature = "s3")]
+    if let Some(days) = a.s3_object_lock_days {
+        crate::backend::s3::set_object_lock_days(days);
+    }
     let mut repo = ctx.open()?;
     // The streams, the default series name, and the total size when every input is a
     // regular file (for the progress bar's ETA).

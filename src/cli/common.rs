@@ -127,7 +127,14 @@ impl Ctx<'_> {
         let loc = self.cli.repo.as_deref().ok_or_else(|| {
             Error::InvalidInput("no repository: pass --repo or set DUMPVAULT_REPO".into())
         })?;
-        Ok(Arc::from(backend::open(loc)?))
+        let b: Arc<dyn Backend> = Arc::from(backend::open(loc)?);
+        // Wrapped here, at the one place every command opens its repository, so no command
+        // can bypass the flag (`copy`'s target is opened separately and is not wrapped: the
+        // flag is about the repository named by --repo).
+        if self.cli.append_only {
+            return Ok(Arc::new(backend::append_only::AppendOnly::new(b)));
+        }
+        Ok(b)
     }
 
     pub(super) fn password(&self, prompt: &str, confirm: bool) -> Result<Zeroizing<String>> {

@@ -69,6 +69,11 @@ pub struct Cli {
     /// node_exporter's textfile collector to this file (atomically; name it `*.prom`).
     #[arg(long, env = "DUMPVAULT_METRICS_FILE", global = true)]
     metrics_file: Option<PathBuf>,
+    /// Never delete or overwrite anything outside locks/ (what append-only S3 credentials
+    /// give, for any backend): backup, restore, verify and fsck work; forget, prune, repair,
+    /// key remove and key passwd fail with exit 1.
+    #[arg(long, env = "DUMPVAULT_APPEND_ONLY", global = true, value_parser = clap::builder::FalseyValueParser::new())]
+    append_only: bool,
     #[command(subcommand)]
     command: Cmd,
 }

@@ -18,11 +18,19 @@
 //! costs one listing. Atomicity is the backup's: a failed or interrupted copy of a snapshot
 //! commits nothing for it in the target (snapshots copied before it stay).
 //!
+//! Drill records (`verifications/`, format-spec/11-verifications.md) travel with their
+//! snapshots: a copied snapshot gets a new id in the target (other key, other chunk ids), so
+//! each record of a selected source snapshot is re-targeted at the target snapshot's id and
+//! sealed anew under the target's key. This holds for snapshots copied now and for those
+//! already present, so a drill run on the source after an earlier copy still reaches the
+//! target. A record is skipped when the target already holds one with the same content (same
+//! drill, same target snapshot): re-running a copy adds no duplicates.
+//!
 //! Invariant: a restore failure can never look like a clean end of stream. The pipe's EOF only
 //! ends the reading; the stream's `finish` waits for the restore's verdict and any error stops
 //! the commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
@@ -31,8 +39,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::id::ObjectId;
 use crate::ops::backup::{self, BackupOptions, BackupStats, OpenedStream, StreamInput};
 use crate::ops::restore::{self, RestoreStats};
+use crate::ops::verify::{self, Verification};
 use crate::repo::Repo;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 
@@ -70,6 +80,8 @@ pub struct CopyReport {
     pub bytes_read: u64,
     /// Stored bytes new to the target.
     pub new_bytes: u64,
+    /// Drill records written to the target (re-targeted at the copied snapshots).
+    pub verifications_copied: u64,
     pub duration_ms: u64,
 }
 
@@ -186,8 +198,46 @@ pub fn copy(
         present.push((identity(&r.snapshot), done.target_id.clone()));
         report.snapshots.push(done);
     }
+    report.verifications_copied = copy_records(src, dst, &report.snapshots)?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Write into `dst` the source's drill records of every snapshot in `done` (copied or present),
+/// pointing at the target's snapshot id; returns how many were written. Records the source
+/// cannot read are left behind (a damaged one protects nothing; a newer one this dumpvault
+/// cannot re-seal faithfully).
+fn copy_records(src: &Repo, dst: &Repo, done: &[CopiedSnapshot]) -> Result<u64> {
+    let targets: HashMap<ObjectId, ObjectId> = done
+        .iter()
+        .filter_map(|d| Some((d.source_id.parse().ok()?, d.target_id.parse().ok()?)))
+        .collect();
+    let (records, _damaged) = verify::list_records(src)?;
+    let wanted: Vec<Verification> = records
+        .into_iter()
+        .filter_map(|(_, mut v)| {
+            v.snapshot = *targets.get(&v.snapshot)?;
+            Some(v)
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(0);
+    }
+    // Shared, like `verify`: a prune in the target must not judge these records orphaned
+    // while they are written (their snapshots are committed by now).
+    let _lock = dst.lock(false, "copy")?;
+    let (existing, _) = verify::list_records(dst)?;
+    let mut have: Vec<Verification> = existing.into_iter().map(|(_, v)| v).collect();
+    let mut written = 0;
+    for v in wanted {
+        if have.contains(&v) {
+            continue;
+        }
+        verify::write_record(dst, &v)?;
+        have.push(v);
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// Copy one snapshot: a thread restores its streams, in order, into one pipe each; this

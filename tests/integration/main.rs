@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step). Each module drives the built `dumpvault`
 //! binary or the library from outside, with a helper per scenario.
 
+mod append_only;
 mod badinput;
 mod cache_trust;
 mod cli;
