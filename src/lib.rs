@@ -16,8 +16,9 @@
 //!
 //! 1. `error`, `failpoint`, `id`, `crypto`: the error type and exit codes, test failpoints,
 //!    newtype IDs and object-name parsing, keys and AEAD.
-//! 2. `backend`, `signals`: storage that moves opaque named objects (local, S3, memory, fault
-//!    injection, request counting); the interruption flag and the cleanup of lock objects.
+//! 2. `backend`, `signals`: storage that moves opaque named objects (local, S3, memory; and
+//!    wrappers for fault injection, request counting and append-only use); the interruption
+//!    flag and the cleanup of lock objects.
 //! 3. `chunker`, `dumpkind`, `snapshot`: cutting a stream; recognising what kind of dump it is;
 //!    the snapshot model (what a manifest says).
 //! 4. `format`: turns structures into bytes and back, and never panics on hostile input.
