@@ -161,6 +161,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
                 &mut repo,
                 &crate::ops::prune::PruneOptions {
                     max_unused: a.max_unused,
+                    ..Default::default()
                 },
                 false,
             )?)
