@@ -731,3 +731,67 @@ fn x15_prune_deletes_unindexed_packs_only_past_the_margin() {
     assert_eq!(out.status.code(), Some(EXIT_OK), "{}", stderr(&out));
     assert_eq!(env.restore(&[&kept]), day_dump(1));
 }
+
+/// Regression for issue X18 (forget planned from a listing taken without a lock): its shared
+/// lock is now held from before the listing it plans from until its last deletion, so an
+/// exclusive operation (here prune) cannot run between the judgement and the deletions,
+/// while a backup (shared) still can; the snapshot it commits then is not in the plan and
+/// stays.
+#[test]
+fn x18_forget_plans_and_deletes_under_one_lock() {
+    let env = Env::new();
+    for i in 0..3 {
+        env.backup(
+            &day_dump(i),
+            &[
+                "--name",
+                "s",
+                "--time",
+                &format!("2024-05-0{} 01:00:00", i + 1),
+            ],
+        );
+    }
+    let newest = env.snapshots_json(&[]).last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resume = env.dir.path().join("resume");
+    let paused = env.dir.path().join("resume.paused");
+    let child = env
+        .cmd()
+        .env("DUMPVAULT_FORGET_PAUSE", "forget:planned")
+        .env("DUMPVAULT_FORGET_RESUME", &resume)
+        .args(["forget", "--keep-last", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("forget's plan", || paused.exists());
+    assert_eq!(
+        env.files_under("locks").len(),
+        1,
+        "forget holds its lock while it plans"
+    );
+    let out = env.run(&["prune"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_LOCK_HELD),
+        "prune between forget's plan and its deletions: {}",
+        stderr(&out)
+    );
+    // A backup commits meanwhile (at an older time, so a fresh listing would judge it).
+    let late = env.backup(
+        &day_dump(9),
+        &["--name", "s", "--time", "2024-04-01 01:00:00"],
+    );
+    std::fs::write(&resume, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "forget: {}", stderr(&out));
+    let left: BTreeSet<String> = env
+        .snapshots_json(&[])
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, BTreeSet::from([newest, late]));
+    assert!(env.files_under("locks").is_empty());
+}
