@@ -732,6 +732,66 @@ fn x15_prune_deletes_unindexed_packs_only_past_the_margin() {
     assert_eq!(env.restore(&[&kept]), day_dump(1));
 }
 
+/// Issue X8, fsck half: fsck (which takes no lock) beside a prune paused at each of its
+/// steps finds no damage, with and without `--read-data`; the prune then finishes and fsck
+/// finds nothing at all. (The race inside a step is tested on the library, in fsck.rs.)
+#[test]
+fn x8_fsck_beside_a_prune_at_each_step_finds_no_damage() {
+    for point in [
+        "prune:planned",
+        "prune:after-unindexed-delete",
+        "prune:after-free-index",
+        "prune:after-free-index-delete",
+        "prune:new-pack",
+        "prune:after-repack",
+        "prune:after-index",
+        "prune:after-index-delete",
+    ] {
+        let (env, kept) = env_with_work_for_prune();
+        // A series no snapshot needs (a wholly unused pack: the free-index steps have work),
+        // and old leftovers (the unindexed step has work too).
+        let gone = env.backup(&noise(200_000, 3), &["--name", "gone"]);
+        std::fs::remove_file(env.repo.join("snapshots").join(&gone)).unwrap();
+        killed_backup_packs(&env, 8);
+        age_packs(&env, PAST_THE_MARGIN);
+        let resume = env.dir.path().join("resume");
+        let paused = env.dir.path().join("resume.paused");
+        let child = env
+            .cmd()
+            .env("DUMPVAULT_PRUNE_PAUSE", point)
+            .env("DUMPVAULT_PRUNE_RESUME", &resume)
+            .args(["prune", "--max-unused", "0%"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(point, || paused.exists());
+        for args in [
+            &["--no-cache", "fsck"][..],
+            &["--no-cache", "fsck", "--read-data"],
+        ] {
+            let out = env.run(args, b"");
+            assert_eq!(
+                out.status.code(),
+                Some(EXIT_OK),
+                "{point}: {args:?} beside prune: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                stderr(&out)
+            );
+        }
+        for (id, want) in &kept {
+            assert!(&env.restore(&["--no-cache", id]) == want, "{point}: {id}");
+        }
+        std::fs::write(&resume, b"").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{point}: prune: {}", stderr(&out));
+        let out = env.run(&["fsck", "--read-data", "--json"], b"");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true, "{point}");
+        assert_eq!(report["problems"], serde_json::json!([]), "{point}");
+    }
+}
+
 /// Regression for issue X18 (forget planned from a listing taken without a lock): its shared
 /// lock is now held from before the listing it plans from until its last deletion, so an
 /// exclusive operation (here prune) cannot run between the judgement and the deletions,
