@@ -213,6 +213,7 @@ pub fn check(steps: &[Step], seed: u64) {
             Action::Prune { repack_all } => {
                 let opts = PruneOptions {
                     max_unused: if repack_all { 0.0 } else { 0.05 },
+                    ..Default::default()
                 };
                 prune(&mut repo, &opts, false).map(|_| None)
             }

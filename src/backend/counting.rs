@@ -104,6 +104,10 @@ impl Backend for Counting {
         self.c.head.fetch_add(1, Relaxed);
         self.inner.size(kind, name)
     }
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.c.head.fetch_add(1, Relaxed);
+        self.inner.modified(kind, name)
+    }
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         self.c.put.fetch_add(1, Relaxed);
         self.c.sent.fetch_add(data.len() as u64, Relaxed);

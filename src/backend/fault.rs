@@ -268,6 +268,13 @@ impl Backend for FaultBackend {
             None => self.inner.size(kind, name),
         }
     }
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        // A stat, like `size`: the same rules fault it.
+        match self.decide(Op::Size, kind) {
+            Some(_) => Err(self.fail(Op::Size, kind, name)),
+            None => self.inner.modified(kind, name),
+        }
+    }
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         match self.decide(Op::Put, kind) {
             Some((Fault::TruncateWrite, r)) if !data.is_empty() => {

@@ -201,6 +201,14 @@ impl Backend for LocalBackend {
             .map_err(|e| self.not_found_or(kind, name, "stat", e))
     }
 
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        check_name(kind, name)?;
+        let md = fs::metadata(self.path(kind, name))
+            .map_err(|e| self.not_found_or(kind, name, "stat", e))?;
+        // A file system without mtimes is "not known", not an error.
+        Ok(md.modified().ok())
+    }
+
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         check_name(kind, name)?;
         let dest = self.path(kind, name);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use super::{Backend, Name};
 use crate::error::{Error, ObjectKind, Result};
@@ -9,11 +10,25 @@ use crate::error::{Error, ObjectKind, Result};
 #[derive(Default)]
 pub struct MemoryBackend {
     objects: Mutex<BTreeMap<(ObjectKind, Name), Vec<u8>>>,
+    /// When each object was stored (kept apart so `tamper` and the map stay simple).
+    stored_at: Mutex<BTreeMap<(ObjectKind, Name), SystemTime>>,
 }
 
 impl MemoryBackend {
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(ObjectKind, Name), Vec<u8>>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Test hook: pretend an object was stored at `t` (to age it past prune's margin).
+    pub fn set_modified(&self, kind: ObjectKind, name: &str, t: SystemTime) {
+        if let Some(v) = self
+            .stored_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&(kind, name.to_string()))
+        {
+            *v = t;
+        }
     }
 
     /// Test hook: replace an object's bytes in place (to simulate damage).
@@ -74,15 +89,34 @@ impl Backend for MemoryBackend {
             .map(|v| v.len() as u64)
             .ok_or_else(|| not_found(kind, name))
     }
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<SystemTime>> {
+        self.size(kind, name)?;
+        Ok(self
+            .stored_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(kind, name.to_string()))
+            .copied())
+    }
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-        self.map()
-            .entry((kind, name.to_string()))
-            .or_insert_with(|| data.to_vec());
+        let mut m = self.map();
+        if let std::collections::btree_map::Entry::Vacant(e) = m.entry((kind, name.to_string())) {
+            e.insert(data.to_vec());
+            // Under the objects lock, so the time and the object appear together.
+            self.stored_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((kind, name.to_string()), SystemTime::now());
+        }
         Ok(())
     }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
-        self.map()
-            .remove(&(kind, name.to_string()))
+        let mut m = self.map();
+        self.stored_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(kind, name.to_string()));
+        m.remove(&(kind, name.to_string()))
             .map(|_| ())
             .ok_or_else(|| not_found(kind, name))
     }

@@ -7,6 +7,9 @@
 //!   object: if the name exists the call succeeds without writing.
 //! - `list` returns every complete object of a kind with its size, never a partial one.
 //! - `get_range` of a range past the end is an error, not a short read.
+//! - `modified` reports when an object was stored, by the storage's clock where it has one;
+//!   `None` means "not known", which callers must treat as "just now" (prune then keeps an
+//!   unindexed pack rather than guess its age).
 
 pub mod append_only;
 pub mod counting;
@@ -35,6 +38,13 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64>;
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+    /// When the object was stored (a file's mtime, S3 `LastModified`), or `None` if this
+    /// backend cannot tell; `ObjectNotFound` if it does not exist. One stat or HEAD per call:
+    /// prune asks only about the few packs no index lists, so the listing stays (name, size).
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        // Unknown by default: the safe answer for a backend that was not taught to tell.
+        self.size(kind, name).map(|_| None)
+    }
     /// How many puts may usefully run at once (latency-bound stores want several).
     fn upload_concurrency(&self) -> usize {
         1

@@ -621,6 +621,32 @@ impl Backend for S3Backend {
             })
     }
 
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        let key = self.key(kind, name);
+        self.rt.block_on(async {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .send()
+                .await
+            {
+                // `LastModified` is the store's clock, so client clock skew does not enter.
+                Ok(o) => Ok(o
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok())),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => {
+                    Err(Error::ObjectNotFound {
+                        kind,
+                        id: name.to_string(),
+                    })
+                }
+                Err(e) => Err(backend_err("HEAD", &key, &e)),
+            }
+        })
+    }
+
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         let key = self.key(kind, name);
         if data.len() as u64 > self.opts.multipart_threshold {

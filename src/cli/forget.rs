@@ -104,15 +104,15 @@ impl ForgetArgs {
 pub(super) fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
     use crate::ops::forget;
     let mut repo = ctx.open()?;
-    let mut plan = forget::plan(
+    let plan = forget::forget(
         &mut repo,
         &a.filter.filter(),
         &a.group_by,
         &a.policy(),
         Utc::now(),
+        a.dry_run,
     )?;
     if !a.dry_run {
-        forget::execute(&repo, &mut plan)?;
         write_metrics(ctx, &mut repo);
     }
     if ctx.cli.json && !a.prune {
@@ -161,6 +161,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
                 &mut repo,
                 &crate::ops::prune::PruneOptions {
                     max_unused: a.max_unused,
+                    ..Default::default()
                 },
                 false,
             )?)

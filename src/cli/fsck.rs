@@ -118,6 +118,13 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &FsckArgs) -> Result<()> {
                 out += "        (fsck -v lists the chunks and their packs; --json too)\n";
             }
         }
+        if report.counts.rechecks > 0 {
+            // So a user who sees a clean result beside a prune knows why it took longer.
+            out += &format!(
+                "checked again {} time(s): the index changed during the check (a prune running?); this is the last pass\n",
+                report.counts.rechecks
+            );
+        }
         out += &if damage > 0 {
             format!("result: DAMAGED ({damage} problems, {warnings} warnings)\n")
         } else {

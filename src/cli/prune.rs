@@ -18,6 +18,15 @@ pub(super) struct PruneArgs {
     pub(super) dry_run: bool,
 }
 
+/// "60 min", "2 h": the margin is a whole number of minutes.
+fn human_secs(s: u64) -> String {
+    match s {
+        s if s >= 7200 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 pub(super) fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<()> {
     let mut repo = ctx.open()?;
     prune_run(ctx, &mut repo, a.max_unused, a.dry_run)
@@ -32,7 +41,14 @@ pub(super) fn prune_run(
     use crate::ops::prune;
     // prune reports no progress of its own yet: the spinner shows that it is alive.
     let bar = Progress::counting(ctx.cli.quiet, "prune");
-    let r = prune::prune(repo, &prune::PruneOptions { max_unused }, dry_run);
+    let r = prune::prune(
+        repo,
+        &prune::PruneOptions {
+            max_unused,
+            ..Default::default()
+        },
+        dry_run,
+    );
     bar.finish();
     let r = r?;
     if !dry_run {
@@ -64,6 +80,14 @@ pub(super) fn prune_run(
         human(p.bytes_repacked),
         p.keep_packs
     );
+    if !p.kept_unindexed.is_empty() {
+        // Say why they stay, or the user would expect the next prune to behave the same.
+        println!(
+            "kept {} unindexed packs younger than the {} margin (a backup may still be writing them; a prune after that deletes them)",
+            p.kept_unindexed.len(),
+            human_secs(p.unindexed_margin_secs)
+        );
+    }
     if r.executed {
         println!(
             "pruned: {} -> {} (reclaimed {}), {} new packs, {:.1}s",

@@ -1,7 +1,10 @@
 //! `forget`: apply a retention policy per group of snapshots and delete the snapshots it does
 //! not keep. Only snapshot objects are deleted; the data they alone referenced stays until
 //! `prune`. The plan (every snapshot, kept or not, with the rules that kept it) is computed
-//! first and is all that `--dry-run` does. A signal (SIGINT/SIGTERM) stops it between two
+//! first and is all that `--dry-run` does. [`forget`] takes its shared lock *before* it lists
+//! the snapshots it plans from and deletes under that same lock (format-spec 08, L4a), so no
+//! `repair snapshots --remove` or other exclusive operation can change the set between the
+//! judgement and the deletion. A signal (SIGINT/SIGTERM) stops it between two
 //! deletions with `Error::Interrupted`: the snapshots deleted so far are gone, the rest stay.
 
 use std::collections::BTreeMap;
@@ -145,10 +148,68 @@ pub fn plan(
     })
 }
 
-/// Delete the snapshots the plan removes. Deleting snapshot objects cannot disturb a running
-/// backup (backups never read snapshots), so a shared lock suffices.
+/// Plan and, unless `dry_run`, delete, with the listing taken under the lock the deletions
+/// happen under (L4a). A dry run deletes nothing, so it takes no lock (read-only access works).
+/// Deleting snapshot objects cannot disturb a running backup (backups never read snapshots),
+/// so a shared lock suffices; it keeps out prune and repair, which take the exclusive one.
+pub fn forget(
+    repo: &mut Repo,
+    filter: &Filter,
+    group_by: &[GroupBy],
+    policy: &Policy,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<ForgetPlan> {
+    // A dry run deletes nothing; an empty policy is refused before anything is written, the
+    // lock included.
+    if dry_run || policy.is_empty() {
+        return plan(repo, filter, group_by, policy, now);
+    }
+    let lock = repo.lock(false, "forget")?;
+    let mut p = plan(repo, filter, group_by, policy, now)?;
+    pause_point("forget:planned");
+    // Planning can be slow on a big repository: the lock must still be ours to delete.
+    if !lock.still_held()? {
+        return Err(Error::LockHeld(
+            "forget's lock was removed or went stale while planning; nothing was deleted".into(),
+        ));
+    }
+    delete_planned(repo, &mut p)?;
+    Ok(p)
+}
+
+/// Test hook: with `DUMPVAULT_FORGET_PAUSE=<point>`, forget waits at the named point until a
+/// signal arrives, or until the file `DUMPVAULT_FORGET_RESUME` names exists (at most a
+/// minute), so a test can act between its plan and its deletions without racing it. It
+/// writes `<that file>.paused` on arrival. As prune's hook; one environment lookup.
+fn pause_point(name: &str) {
+    if std::env::var_os("DUMPVAULT_FORGET_PAUSE").is_some_and(|v| v == name) {
+        let resume = std::env::var_os("DUMPVAULT_FORGET_RESUME").map(std::path::PathBuf::from);
+        if let Some(f) = &resume {
+            let mut paused = f.clone().into_os_string();
+            paused.push(".paused");
+            let _ = std::fs::write(paused, name);
+        }
+        let t0 = std::time::Instant::now();
+        while !crate::signals::interrupted() && t0.elapsed().as_secs() < 60 {
+            if resume.as_ref().is_some_and(|f| f.exists()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Delete the snapshots the plan removes, under a shared lock taken here. Prefer [`forget`],
+/// which also plans under that lock; this form (a plan made earlier) remains for callers that
+/// hold a plan already, such as the fuzz model.
 pub fn execute(repo: &Repo, plan: &mut ForgetPlan) -> Result<()> {
     let _lock = repo.lock(false, "forget")?;
+    delete_planned(repo, plan)
+}
+
+/// The deletions themselves; the caller holds the lock.
+fn delete_planned(repo: &Repo, plan: &mut ForgetPlan) -> Result<()> {
     for g in &plan.groups {
         for e in g.snapshots.iter().filter(|e| !e.keep) {
             // Each deletion stands on its own, so stopping between two is consistent.

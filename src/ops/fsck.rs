@@ -94,6 +94,9 @@ pub struct Counts {
     pub streams_verified: usize,
     /// Restore-drill records (`verifications/`).
     pub verifications: usize,
+    /// Passes repeated because the index changed during a pass that found damage (a
+    /// concurrent prune); the report is that of the last pass.
+    pub rechecks: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -348,7 +351,46 @@ fn snapshots_needing(
     out
 }
 
+/// How many times fsck checks again when the index changed under it (a concurrent prune).
+/// A prune changes the index at most twice (format-spec 09, steps 3 and 5), so three passes
+/// see one of them whole.
+const MAX_PASSES: usize = 3;
+
+/// Check the repository. fsck takes no lock (read-only credentials and mounts work), so a
+/// `prune` may delete packs and index files while it runs. A pass that found damage is
+/// believed only if the set of index files did not change during it: prune deletes an
+/// indexed pack only after it has replaced the index files that list it (W6), so anything a
+/// prune removed under a pass shows as a changed index listing. Otherwise fsck checks again
+/// from fresh listings (`counts.rechecks`), and reports what the last pass found; if the
+/// index is still changing after `MAX_PASSES`, it reports "could not check" (exit 10), never
+/// damage that may not be there (format-spec 08, "Readers that take no lock").
 pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Result<FsckReport> {
+    let mut rechecks = 0;
+    loop {
+        let before = index_listing(repo)?;
+        let mut r = fsck_pass(repo, opts, progress)?;
+        r.counts.rechecks = rechecks;
+        if !r.damaged() || index_listing(repo)? == before {
+            return Ok(r);
+        }
+        rechecks += 1;
+        if rechecks >= MAX_PASSES {
+            return Err(Error::CheckIncomplete(format!(
+                "the index changed during each of {MAX_PASSES} passes (a prune or repair running?); run fsck again when it is done"
+            )));
+        }
+        // The loaded index (used to stream snapshots) may name packs that are gone.
+        repo.index = None;
+    }
+}
+
+fn index_listing(repo: &Repo) -> Result<BTreeSet<ObjectId>> {
+    Ok(list_ids(repo.backend.as_ref(), ObjectKind::Index)?
+        .into_iter()
+        .collect())
+}
+
+fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Result<FsckReport> {
     let mut r = FsckReport {
         mode: match opts.read_data {
             None => "structure".into(),
@@ -452,6 +494,8 @@ pub fn fsck(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> Re
         check_interrupted()?;
         match repo.read_snapshot(&id) {
             Ok(s) => snaps.push(SnapshotEntry { id, snapshot: s }),
+            // Listed, then deleted by a concurrent forget or repair: not there to check.
+            Err(Error::ObjectNotFound { .. }) => {}
             Err(e) if incomplete(&e) => return Err(e),
             Err(e) => {
                 unreadable.push(id);
@@ -718,6 +762,12 @@ fn read_data(
             let mut verified = 0u64;
             let bytes = match backend.get(ObjectKind::Pack, &pid.to_hex()) {
                 Ok(b) => b,
+                // Listed, then deleted by a concurrent prune: no index lists it, so nothing
+                // needed it (an indexed pack that vanishes is reported, and the index change
+                // that must precede its deletion makes `fsck` check again).
+                Err(Error::ObjectNotFound { .. }) if !indexed.contains_key(pid) => {
+                    return Ok((*pid, 0, 0, vec![], vec![]))
+                }
                 Err(e) if incomplete(&e) => return Err(e),
                 Err(e) => return Ok((*pid, 0, 0, vec![format!("cannot read: {e}")], vec![])),
             };
@@ -760,6 +810,9 @@ fn read_data(
         .collect();
     for res in results {
         let (pid, len, verified, errs, bad_chunks) = res?;
+        if len == 0 && errs.is_empty() {
+            continue; // gone before it was read, and not needed (see above)
+        }
         r.counts.packs_read += 1;
         r.counts.bytes_read += len;
         r.counts.blobs_verified += verified;

@@ -2,8 +2,11 @@
 //!
 //! Plan (read-only, all that `--dry-run` does): under the exclusive lock, read every index file
 //! and snapshot, mark every blob reachable from a snapshot (tree blobs and data chunks), and
-//! classify each pack: *delete* (nothing reachable, or no index lists it), *repack* (its
-//! unreachable share exceeds `max_unused`), or *keep*. A chunk stored twice is reachable in
+//! classify each pack: *delete* (nothing reachable), *unindexed* (no index lists it, and it
+//! is older than the margin), *repack* (its unreachable share exceeds `max_unused`), or
+//! *keep*. An unindexed pack younger than `unindexed_margin` (2 × the lock staleness
+//! timeout, by the storage's clock) is kept and counted in `kept_unindexed`: it may belong
+//! to a backup still writing whose lock went stale (format-spec 09, W9). A chunk stored twice is reachable in
 //! one pack only (the one the index resolves it to). If any reachable blob is missing, or its
 //! pack is, prune refuses and deletes nothing.
 //!
@@ -31,7 +34,7 @@
 //! can be adding packs or relying on chunks it deletes. See format-spec/08-locks.md.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -49,12 +52,31 @@ use crate::repo::{list_ids, Repo};
 pub struct PruneOptions {
     /// Repack a pack when more than this fraction of its bytes is unreachable.
     pub max_unused: f64,
+    /// Delete a pack that no index lists only if it was stored at least this long ago.
+    pub unindexed_margin: Duration,
 }
+
+/// The default margin for unindexed packs: twice the lock staleness timeout. A backup that
+/// is still writing packs has refreshed its lock within `STALE`, unless it was suspended or
+/// its clock is skewed; the second `STALE` is the allowance for that (format-spec 09, W9).
+pub const UNINDEXED_MARGIN: Duration = Duration::from_secs(2 * crate::lock::STALE.as_secs());
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { max_unused: 0.05 }
+        PruneOptions {
+            max_unused: 0.05,
+            unindexed_margin: UNINDEXED_MARGIN,
+        }
     }
+}
+
+/// An unindexed pack that prune leaves alone, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptUnindexed {
+    pub pack: PackId,
+    /// Seconds since it was stored, by the storage's clock; `None` if the backend cannot tell.
+    pub age_secs: Option<u64>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -66,8 +88,14 @@ pub struct PrunePlan {
     pub reachable_blobs: usize,
     /// Packs deleted outright (nothing reachable in them).
     pub delete_packs: Vec<PackId>,
-    /// Packs no index lists (left by interrupted backups or an interrupted prune).
+    /// Packs no index lists (left by interrupted backups or an interrupted prune), older than
+    /// the margin: deleted.
     pub unindexed_packs: Vec<PackId>,
+    /// Packs no index lists that are younger than the margin (or of unknown age): kept, since
+    /// a backup may still be writing them.
+    pub kept_unindexed: Vec<KeptUnindexed>,
+    /// The margin applied, in seconds.
+    pub unindexed_margin_secs: u64,
     /// Packs whose reachable blobs are copied out before they are deleted.
     pub repack_packs: Vec<PackId>,
     pub keep_packs: usize,
@@ -201,13 +229,36 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
         old_index,
         ..Default::default()
     };
+    plan.unindexed_margin_secs = opts.unindexed_margin.as_secs();
     let mut ids: Vec<&PackId> = listed.keys().collect();
     ids.sort();
+    let mut now = None;
     for pid in ids {
         let len = listed[pid];
         let Some(p) = packs.get(pid) else {
-            plan.unindexed_packs.push(*pid);
-            plan.bytes_freed_gross += len;
+            // Few packs are unindexed, so one stat/HEAD each is cheap.
+            let now = match now {
+                Some(t) => t,
+                None => *now.insert(storage_now(repo)?),
+            };
+            match unindexed_age(repo, pid, now)? {
+                Some(age) if age >= opts.unindexed_margin => {
+                    plan.unindexed_packs.push(*pid);
+                    plan.bytes_freed_gross += len;
+                }
+                age => plan.kept_unindexed.push(KeptUnindexed {
+                    pack: *pid,
+                    age_secs: age.map(|a| a.as_secs()),
+                    reason: match age {
+                        Some(a) => format!(
+                            "stored {}s ago, less than the {}s margin: a backup may still be writing it",
+                            a.as_secs(),
+                            opts.unindexed_margin.as_secs()
+                        ),
+                        None => "the storage does not report when it was stored".into(),
+                    },
+                }),
+            }
             continue;
         };
         // A blob counts as used here only if the index resolves it to this pack.
@@ -236,6 +287,36 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     Ok(plan)
 }
 
+/// "Now" for the margin: the earlier of this host's clock and the newest lock object's
+/// modification time (our own lock, just written, by the storage's clock). Taking the earlier
+/// means neither a fast client clock nor a fast store can shorten the margin.
+fn storage_now(repo: &Repo) -> Result<SystemTime> {
+    let backend = repo.backend.as_ref();
+    let mut newest: Option<SystemTime> = None;
+    for (name, _) in backend.list(ObjectKind::Lock)? {
+        match backend.modified(ObjectKind::Lock, &name) {
+            Ok(Some(t)) => newest = newest.max(Some(t)),
+            // Released meanwhile (another holder's refresh): nothing to learn from it.
+            Ok(None) | Err(Error::ObjectNotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let local = SystemTime::now();
+    Ok(newest.map_or(local, |t| t.min(local)))
+}
+
+/// How long ago an unindexed pack was stored (`None`: unknown, or "in the future" by `now`,
+/// which a skewed writer's clock can produce: both mean "too young to delete").
+fn unindexed_age(repo: &Repo, pid: &PackId, now: SystemTime) -> Result<Option<Duration>> {
+    match repo.backend.modified(ObjectKind::Pack, &pid.to_hex()) {
+        Ok(Some(t)) => Ok(now.duration_since(t).ok()),
+        Ok(None) => Ok(None),
+        // Listed, then gone: nothing to delete, and deleting a missing pack is a no-op anyway.
+        Err(Error::ObjectNotFound { .. }) => Ok(Some(Duration::MAX)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Stop here if SIGINT/SIGTERM arrived: every caller sits at a point where the repository is
 /// consistent (see the module doc), so unwinding is as safe as a crash and tidier.
 fn check_interrupted() -> Result<()> {
@@ -247,11 +328,24 @@ fn check_interrupted() -> Result<()> {
 
 /// Test hook: with `DUMPVAULT_PRUNE_PAUSE=<point>`, prune waits at the named point until a
 /// signal arrives (at most a minute), so a test can interrupt it at a known step without
-/// racing it. Costs one environment lookup per point.
+/// racing it; or, with `DUMPVAULT_PRUNE_RESUME=<file>`, until that file exists, and then goes
+/// on (so a test can run something beside a prune that is half-way, then let it finish);
+/// prune then writes `<file>.paused` when it reaches the point.
+/// Costs one environment lookup per point.
 fn pause_point(name: &str) {
     if std::env::var_os("DUMPVAULT_PRUNE_PAUSE").is_some_and(|v| v == name) {
+        let resume = std::env::var_os("DUMPVAULT_PRUNE_RESUME").map(std::path::PathBuf::from);
+        if let Some(f) = &resume {
+            // Tell the test we are there, so it need not guess from the repository's state.
+            let mut paused = f.clone().into_os_string();
+            paused.push(".paused");
+            let _ = std::fs::write(paused, name);
+        }
         let t0 = Instant::now();
         while !crate::signals::interrupted() && t0.elapsed().as_secs() < 60 {
+            if resume.as_ref().is_some_and(|f| f.exists()) {
+                return;
+            }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -287,6 +381,7 @@ fn replace_index(
         })?)
     };
     failpoint::hit(after_write);
+    pause_point(after_write);
     for id in old {
         if Some(*id) != new_index {
             check_interrupted()?;
@@ -294,6 +389,7 @@ fn replace_index(
         }
     }
     failpoint::hit(after_delete);
+    pause_point(after_delete);
     Ok(new_index)
 }
 
@@ -310,6 +406,7 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
     //    written (on a full disk this is the only step that needs no space).
     delete_packs(repo, plan.unindexed_packs.iter())?;
     failpoint::hit("prune:after-unindexed-delete");
+    pause_point("prune:after-unindexed-delete");
 
     // 2. Wholly unused packs: first an index without them (they hold no kept blob, so it
     //    loses nothing), then they go. This frees their space before repacking needs any.
@@ -379,6 +476,7 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
     }
     flush(&mut writer, &mut new_packs)?;
     failpoint::hit("prune:after-repack");
+    pause_point("prune:after-repack");
 
     // 4. One index describing everything that stays, then the repacked packs go.
     let mut packs = plan.keep.clone();

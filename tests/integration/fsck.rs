@@ -1464,3 +1464,191 @@ fn repair_snapshots_exits_0_when_it_lists_unrestorable_snapshots() {
     assert_eq!(rep["removed"], true);
     t.assert_b_restores();
 }
+
+mod beside_prune {
+    //! Issue X8, fsck half: a prune that runs to completion in the middle of an fsck (between
+    //! two of fsck's storage calls, as a backend hook plays it) makes fsck see old listings
+    //! beside new objects. fsck must check again and report no damage.
+
+    use std::sync::{Arc, Mutex};
+
+    use dumpvault::backend::memory::MemoryBackend;
+    use dumpvault::backend::{Backend, Name};
+    use dumpvault::crypto::KdfParams;
+    use dumpvault::error::{ObjectKind, Result};
+    use dumpvault::ops::backup::{backup, BackupOptions};
+    use dumpvault::ops::fsck::{fsck, FsckOptions, Severity, Subset};
+    use dumpvault::ops::prune::{self, PruneOptions};
+    use dumpvault::repo::{InitOptions, OpenOptions, Repo};
+    use dumpvault::snapshot::Source;
+
+    use crate::common::*;
+
+    const PW: &[u8] = b"pw";
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum When {
+        AfterList(ObjectKind),
+        BeforeGet(ObjectKind),
+    }
+
+    /// Runs `hook` once, at the `nth` call matching `when`.
+    struct Hooked {
+        inner: Arc<dyn Backend>,
+        when: When,
+        nth: usize,
+        seen: Mutex<usize>,
+        hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl Hooked {
+        fn fire(&self, now: When) {
+            if now != self.when {
+                return;
+            }
+            let n = {
+                let mut seen = self.seen.lock().unwrap();
+                *seen += 1;
+                *seen
+            };
+            if n == self.nth {
+                let hook = self.hook.lock().unwrap().take();
+                if let Some(h) = hook {
+                    h();
+                }
+            }
+        }
+    }
+
+    impl Backend for Hooked {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn exists(&self) -> Result<bool> {
+            self.inner.exists()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn list(&self, kind: ObjectKind) -> Result<Vec<(Name, u64)>> {
+            let r = self.inner.list(kind);
+            self.fire(When::AfterList(kind));
+            r
+        }
+        fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+            self.fire(When::BeforeGet(kind));
+            self.inner.get(kind, name)
+        }
+        fn get_range(&self, kind: ObjectKind, name: &str, off: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.get_range(kind, name, off, len)
+        }
+        fn size(&self, kind: ObjectKind, name: &str) -> Result<u64> {
+            self.inner.size(kind, name)
+        }
+        fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.put(kind, name, data)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+            self.inner.delete(kind, name)
+        }
+    }
+
+    fn open(backend: Arc<dyn Backend>) -> Repo {
+        Repo::open(backend, PW, &OpenOptions::default()).unwrap()
+    }
+
+    fn opts(name: &str) -> BackupOptions {
+        BackupOptions {
+            name: name.into(),
+            host: "test".into(),
+            stream_name: "stdin".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A repository where prune deletes whole packs and repacks others (A gone, B shares half
+    /// of A): the store and B's snapshot id.
+    fn repo_with_work_for_prune() -> Arc<dyn Backend> {
+        let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
+        let init = InitOptions {
+            kdf: KdfParams::FLOOR,
+            pack_target: 1024 * 1024,
+            ..Default::default()
+        };
+        drop(Repo::init(Arc::clone(&inner), PW, &init).unwrap());
+        let mut repo = open(Arc::clone(&inner));
+        let mut a = sql_like(15_000, 31);
+        a.extend_from_slice(&noise(2_500_000, 32));
+        let mut b = a[..a.len() / 2].to_vec();
+        b.extend_from_slice(&noise(600_000, 33));
+        let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
+        backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
+        inner
+            .delete(ObjectKind::Snapshot, &ra.snapshot_id.to_hex())
+            .unwrap();
+        inner
+    }
+
+    /// Regression for X8 (fsck reported damage that a concurrent prune's deletions made it
+    /// see): a pack listing taken before the prune beside an index read after it ("an index
+    /// lists this pack but it does not exist"), index files listed before and read after
+    /// ("corrupt"), and packs read after the prune deleted them (`--read-data`).
+    #[test]
+    fn x8_fsck_reports_no_damage_when_a_prune_runs_under_it() {
+        // The index listing fsck reads from is its second (the first is the one it compares
+        // with at the end of the pass).
+        for (when, nth, read_data) in [
+            (When::AfterList(ObjectKind::Pack), 1, None),
+            (When::AfterList(ObjectKind::Index), 2, None),
+            (When::BeforeGet(ObjectKind::Pack), 1, Some(Subset::All)),
+        ] {
+            let ctx = format!("{when:?} #{nth}, {read_data:?}");
+            let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let fired2 = Arc::clone(&fired);
+            let inner = repo_with_work_for_prune();
+            let for_prune = Arc::clone(&inner);
+            let hooked: Arc<dyn Backend> = Arc::new(Hooked {
+                inner: Arc::clone(&inner),
+                when,
+                nth,
+                seen: Mutex::new(0),
+                hook: Mutex::new(Some(Box::new(move || {
+                    fired2.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let strict = PruneOptions {
+                        max_unused: 0.0,
+                        ..Default::default()
+                    };
+                    let r = prune::prune(&mut open(for_prune), &strict, false).unwrap();
+                    assert!(r.executed && r.new_packs > 0, "prune repacked");
+                }))),
+            });
+            let mut repo = open(Arc::clone(&hooked));
+            let r = fsck(&mut repo, &FsckOptions { read_data }, &|_, _, _| {}).unwrap();
+            assert!(
+                fired.load(std::sync::atomic::Ordering::SeqCst),
+                "{ctx}: prune ran"
+            );
+            let damage: Vec<_> = r
+                .problems
+                .iter()
+                .filter(|p| p.severity == Severity::Damage)
+                .collect();
+            assert!(damage.is_empty(), "{ctx}: {damage:?}");
+            assert!(
+                r.counts.rechecks >= 1,
+                "{ctx}: the prune was seen under the check"
+            );
+            // And after it, from scratch: nothing at all.
+            let r = fsck(
+                &mut open(Arc::clone(&inner)),
+                &FsckOptions {
+                    read_data: Some(Subset::All),
+                },
+                &|_, _, _| {},
+            )
+            .unwrap();
+            assert!(r.problems.is_empty(), "{ctx}: {:?}", r.problems);
+            assert_eq!(r.counts.rechecks, 0, "{ctx}");
+        }
+    }
+}
