@@ -56,6 +56,9 @@ impl Backend for AppendOnly {
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64> {
         self.inner.size(kind, name)
     }
+    fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.modified(kind, name)
+    }
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         if kind != ObjectKind::Lock {
             match self.inner.size(kind, name) {
