@@ -85,7 +85,7 @@ pub enum Error {
     ProducerFailed(String),
     #[error("input is empty (pass --allow-empty to store an empty stream)")]
     EmptyInput,
-    #[error("interrupted by signal; no snapshot was written")]
+    #[error("interrupted by signal: stopped at a safe point, and no snapshot was written")]
     Interrupted,
     #[error("no snapshot matches {0}")]
     SnapshotNotFound(String),
