@@ -365,3 +365,18 @@ pub fn restore_temp_files(dir: &Path) -> usize {
         })
         .count()
 }
+
+/// `forget --keep-last 2` (asserted to succeed), then the kept snapshots' ids with their
+/// restored bytes: the setup of tests that give prune packs to delete and to repack.
+pub fn forget_all_but_last_two(env: &Env) -> Vec<(String, Vec<u8>)> {
+    let out = env.run(&["forget", "--keep-last", "2"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    env.snapshots_json(&[])
+        .iter()
+        .map(|s| {
+            let id = s["id"].as_str().unwrap().to_string();
+            let data = env.restore(&[&id]);
+            (id, data)
+        })
+        .collect()
+}

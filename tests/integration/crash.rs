@@ -286,18 +286,8 @@ fn env_for_prune() -> (Env, Vec<(String, Vec<u8>)>) {
             ],
         );
     }
-    let out = env.run(&["forget", "--keep-last", "2"], b"");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let known = env
-        .snapshots_json(&[])
-        .iter()
-        .map(|s| {
-            let id = s["id"].as_str().unwrap().to_string();
-            let data = env.restore(&[&id]);
-            (id, data)
-        })
-        .collect();
-    (env, known)
+    let kept = forget_all_but_last_two(&env);
+    (env, kept)
 }
 
 #[test]

@@ -205,21 +205,7 @@ fn prune_killed_at_every_step_leaves_a_consistent_repository() {
         }
         // A second prune completes the job (the dead process's lock is recognized as stale),
         // once the leftovers are past the margin for unindexed packs (issue X15).
-        age_packs(&env, PAST_THE_MARGIN);
-        let out = env.run(&["prune", "--max-unused", "0%"], b"");
-        assert!(
-            out.status.success(),
-            "{point}: second prune: {}",
-            stderr(&out)
-        );
-        let out = env.run(&["fsck", "--json"], b"");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["ok"], true, "{point}");
-        assert!(
-            report["problems"].as_array().unwrap().is_empty(),
-            "{point}: leftovers after the second prune: {}",
-            report["problems"]
-        );
+        second_prune_leaves_no_problem(&env, point);
         for (id, want) in kept.iter().zip(&expect) {
             assert_eq!(&env.restore(&[id]), want, "{point}");
         }
@@ -338,17 +324,7 @@ fn env_with_work_for_prune() -> (Env, Vec<(String, Vec<u8>)>) {
             ],
         );
     }
-    let out = env.run(&["forget", "--keep-last", "2"], b"");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let kept = env
-        .snapshots_json(&[])
-        .iter()
-        .map(|s| {
-            let id = s["id"].as_str().unwrap().to_string();
-            let data = env.restore(&[&id]);
-            (id, data)
-        })
-        .collect();
+    let kept = forget_all_but_last_two(&env);
     (env, kept)
 }
 
@@ -436,17 +412,7 @@ fn prune_ignores_sigint_and_sigterm() {
             );
         }
         // The new pack left unindexed is deleted once past the margin (issue X15).
-        age_packs(&env, PAST_THE_MARGIN);
-        let out = env.run(&["prune", "--max-unused", "0%"], b"");
-        assert!(
-            out.status.success(),
-            "{ctx}: second prune: {}",
-            stderr(&out)
-        );
-        let out = env.run(&["fsck", "--json"], b"");
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["ok"], true, "{ctx}");
-        assert_eq!(report["problems"], serde_json::json!([]), "{ctx}");
+        second_prune_leaves_no_problem(&env, &ctx);
         for (id, want) in &kept {
             assert!(&env.restore(&[id]) == want, "{ctx}: {id} after prune");
         }
@@ -627,6 +593,26 @@ mod full_disk {
         assert_eq!(no_damage(Arc::clone(&inner), "after the second prune"), 0);
         restores(inner, &b_id, &b, "after the second prune");
     }
+}
+
+/// After a killed or interrupted prune: once the leftovers are past the margin for unindexed
+/// packs (issue X15), a second prune succeeds and fsck finds nothing left to report.
+fn second_prune_leaves_no_problem(env: &Env, ctx: &str) {
+    age_packs(env, PAST_THE_MARGIN);
+    let out = env.run(&["prune", "--max-unused", "0%"], b"");
+    assert!(
+        out.status.success(),
+        "{ctx}: second prune: {}",
+        stderr(&out)
+    );
+    let out = env.run(&["fsck", "--json"], b"");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{ctx}");
+    assert!(
+        report["problems"].as_array().unwrap().is_empty(),
+        "{ctx}: leftovers after the second prune: {}",
+        report["problems"]
+    );
 }
 
 /// Set every pack's modification time `by` into the past, as if stored that long ago (past
