@@ -44,6 +44,8 @@ pub(super) fn last_status() -> Option<i32> {
 pub(super) struct Producer {
     pub(super) child: Option<Child>,
     pub(super) argv: Vec<String>,
+    /// The child leads a process group of its own (decided once, at spawn).
+    group: bool,
 }
 
 impl Producer {
@@ -76,6 +78,7 @@ impl Producer {
             Producer {
                 child: Some(child),
                 argv: argv.to_vec(),
+                group,
             },
             out,
         ))
@@ -119,7 +122,7 @@ impl Drop for Producer {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             // The whole group, when it has one: a wrapper's children must not outlive it.
-            if !has_controlling_terminal() {
+            if self.group {
                 // SAFETY: kill(2) on the process group we created; at worst it is gone.
                 unsafe {
                     libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL);
