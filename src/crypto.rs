@@ -200,6 +200,14 @@ impl KdfParams {
         t_cost: 3,
         p_cost: 1,
     };
+    /// A machine key file (format-spec/02, "Machine keys"): no password KDF at all, because
+    /// what opens it is a 256-bit random secret that dumpvault generated, not a password, so
+    /// there is nothing for a KDF to stretch.
+    pub const MACHINE: KdfParams = KdfParams {
+        m_cost: 0,
+        t_cost: 0,
+        p_cost: 0,
+    };
     /// Upper bound: a hostile key file must not make us allocate unbounded memory (4 GiB).
     pub const CEILING_M_COST: u32 = 4 * 1024 * 1024;
 
@@ -237,6 +245,45 @@ impl KdfParams {
         derived.map_err(|e| Error::WeakKeyParameters(e.to_string()))?;
         Ok(out)
     }
+}
+
+/// The spelling of a machine secret: this prefix and 64 lower-case hex digits.
+pub const MACHINE_SECRET_PREFIX: &str = "dvmk1-";
+
+/// The 32 bytes of a machine secret, if `s` is one (surrounding whitespace ignored).
+pub fn parse_machine_secret(s: &[u8]) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+    let s = std::str::from_utf8(s).ok()?.trim();
+    let hex_part = s.strip_prefix(MACHINE_SECRET_PREFIX)?;
+    if hex_part.len() != 64
+        || !hex_part
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_part, out.as_mut()).ok()?;
+    Some(out)
+}
+
+/// A new machine secret, spelled for a password file.
+pub fn new_machine_secret() -> zeroize::Zeroizing<String> {
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    random_bytes(b.as_mut());
+    zeroize::Zeroizing::new(format!(
+        "{MACHINE_SECRET_PREFIX}{}",
+        hex::encode(b.as_ref())
+    ))
+}
+
+/// The wrapping key of a machine key file: BLAKE3 in key-derivation mode over the secret and
+/// the key file's salt. A full-entropy secret needs no stretching: guessing it is a 2^256
+/// search, with or without Argon2 in front.
+pub fn machine_wrap_key(secret: &[u8; 32], salt: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+    let mut h = blake3::Hasher::new_derive_key("dumpvault machine key v1");
+    h.update(secret);
+    h.update(salt);
+    zeroize::Zeroizing::new(*h.finalize().as_bytes())
 }
 
 /// Ask Linux to back a large allocation with transparent huge pages (with THP in its common

@@ -15,10 +15,12 @@ pub enum ObjectKind {
     Lock,
     /// A restore-drill record (`verifications/`, written by `verify`).
     Verification,
+    /// An archived PostgreSQL WAL file (`wal/<cluster>/<file>`, written by `wal push`).
+    Wal,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -26,6 +28,7 @@ impl ObjectKind {
         ObjectKind::Snapshot,
         ObjectKind::Lock,
         ObjectKind::Verification,
+        ObjectKind::Wal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +40,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
             ObjectKind::Verification => "verification",
+            ObjectKind::Wal => "wal",
         }
     }
 }
@@ -115,6 +119,18 @@ pub enum Error {
     /// trailer, no RDB EOF or a bad CRC-64): nothing was committed.
     #[error("{0} (nothing was committed; pass --allow-truncated to store it anyway)")]
     TruncatedDump(String),
+    /// `wal fetch`: the file is not in the archive (exit 1, what PostgreSQL's recovery reads
+    /// as "no more WAL here").
+    #[error("not in the archive: {0}")]
+    WalAbsent(String),
+    /// `wal fetch`: the file may be archived but could not be delivered intact (storage
+    /// unreachable after retries, damage, wrong key). Exit 126, which PostgreSQL treats as a
+    /// fatal error of restore_command, so recovery stops instead of ending early.
+    #[error("{0} (recovery must stop here rather than end early)")]
+    RecoveryFatal(String),
+    /// `wal push`: the name is archived with other content; both copies are kept.
+    #[error("WAL conflict: {0}")]
+    WalConflict(String),
     /// `verify`: the snapshot restored intact but the verifier command rejected it.
     #[error("restore drill failed: {0}")]
     VerifyFailed(String),
@@ -136,6 +152,7 @@ pub mod exit {
     pub const NOT_FOUND: i32 = 9;
     pub const CHECK_INCOMPLETE: i32 = 10;
     pub const VERIFY_FAILED: i32 = 11;
+    pub const RECOVERY_FATAL: i32 = 126;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -172,12 +189,16 @@ impl Error {
                 exit::PRODUCER_FAILED
             }
             Error::VerifyFailed(_) => exit::VERIFY_FAILED,
+            Error::WalAbsent(_) => exit::ERROR,
+            Error::RecoveryFatal(_) => exit::RECOVERY_FATAL,
             Error::Interrupted => exit::INTERRUPTED,
             Error::SnapshotNotFound(_) | Error::ObjectNotFound { .. } => exit::NOT_FOUND,
             Error::InvalidInput(_) => exit::USAGE,
-            Error::RepositoryExists(_) | Error::Io { .. } | Error::Backend(_) | Error::Cache(_) => {
-                exit::ERROR
-            }
+            Error::RepositoryExists(_)
+            | Error::Io { .. }
+            | Error::Backend(_)
+            | Error::Cache(_)
+            | Error::WalConflict(_) => exit::ERROR,
         }
     }
 

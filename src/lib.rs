@@ -19,8 +19,9 @@
 //! 2. `backend`, `signals`: storage that moves opaque named objects (local, S3, memory; and
 //!    wrappers for fault injection, request counting and append-only use); the interruption
 //!    flag and the cleanup of lock objects.
-//! 3. `chunker`, `dumpkind`, `snapshot`: cutting a stream; recognising what kind of dump it is;
-//!    the snapshot model (what a manifest says).
+//! 3. `chunker`, `dumpkind`, `pg`, `snapshot`: cutting a stream; recognising what kind of dump
+//!    it is; PostgreSQL's WAL names, backup labels and chain arithmetic; the snapshot model
+//!    (what a manifest says).
 //! 4. `format`: turns structures into bytes and back, and never panics on hostile input.
 //! 5. `compress`, `pack`, `tree`, `index`: the content structures built on those layouts.
 //! 6. `cache`, `lock`: the local SQLite cache of index and snapshot metadata, repository locks.
@@ -45,6 +46,7 @@ pub mod lock;
 pub mod metrics;
 pub mod ops;
 pub mod pack;
+pub mod pg;
 pub mod repo;
 pub mod retention;
 pub mod signals;

@@ -227,6 +227,7 @@ impl Repo {
                 "the repository has no key files",
             ));
         }
+        let machine = crate::crypto::parse_machine_secret(password).is_some();
         let mut opened = None;
         let mut first_err = None;
         // A refusal of weak parameters is reported wherever it occurs (format-spec/02 step 4,
@@ -249,6 +250,11 @@ impl Repo {
                 continue;
             }
             same_repo += 1;
+            // A machine secret opens machine key files only, and a password only the others:
+            // no Argon2 run is spent on a secret, and no password meets a KDF-less file.
+            if kf.is_machine() != machine {
+                continue;
+            }
             match kf.unwrap(password) {
                 Ok(Some(k)) => {
                     opened = Some((id, k));
@@ -632,6 +638,18 @@ impl Repo {
         let id = ObjectId::of(&bytes);
         self.backend.put(ObjectKind::Key, &id.to_hex(), &bytes)?;
         Ok(id)
+    }
+
+    /// Add a machine key: a key file opened by a fresh 256-bit secret, which is returned for
+    /// the caller to store (it is not kept anywhere else). `wal push` opens the repository
+    /// with one in microseconds instead of an Argon2id run.
+    pub fn add_machine_key(
+        &self,
+        label: Option<&str>,
+    ) -> Result<(ObjectId, zeroize::Zeroizing<String>)> {
+        let secret = crate::crypto::new_machine_secret();
+        let id = self.add_key(secret.as_bytes(), KdfParams::MACHINE, label)?;
+        Ok((id, secret))
     }
 
     /// Remove a key file by id or unique prefix. The last key, and the key this session opened

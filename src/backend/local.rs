@@ -4,6 +4,7 @@
 //! ROOT/config
 //! ROOT/keys/<id>  ROOT/index/<id>  ROOT/snapshots/<id>  ROOT/locks/<id>
 //! ROOT/data/<first two hex digits of id>/<id>
+//! ROOT/wal/<cluster>/<WAL file name>   (made by the first `wal push`)
 //! ```
 //! Writes go to a hidden temp file in the destination directory, are fsynced, then linked to
 //! the final name with `link(2)` (which, unlike `rename(2)`, never replaces an existing file),
@@ -30,6 +31,7 @@ fn dir_name(kind: ObjectKind) -> &'static str {
         ObjectKind::Snapshot => "snapshots",
         ObjectKind::Lock => "locks",
         ObjectKind::Verification => "verifications",
+        ObjectKind::Wal => "wal",
     }
 }
 
@@ -37,6 +39,8 @@ fn dir_name(kind: ObjectKind) -> &'static str {
 fn check_name(kind: ObjectKind, name: &str) -> Result<()> {
     let ok = if kind == ObjectKind::Config {
         name == "config"
+    } else if kind == ObjectKind::Wal {
+        super::valid_wal_name(name)
     } else {
         // Lowercase only (rule N2): an upper-case spelling would be a second name for the
         // same object on case-sensitive file systems.
@@ -160,6 +164,28 @@ impl Backend for LocalBackend {
                     }
                 }
             }
+            ObjectKind::Wal => {
+                let wal = self.root.join("wal");
+                let rd = match fs::read_dir(&wal) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(Error::io(format!("list {}", wal.display()), e)),
+                };
+                for ent in rd {
+                    let ent = ent.map_err(|e| Error::io("list wal", e))?;
+                    let cluster = ent.file_name().to_string_lossy().into_owned();
+                    if cluster.starts_with('.') || !ent.path().is_dir() {
+                        continue;
+                    }
+                    let mut files = Vec::new();
+                    Self::list_dir(&ent.path(), &mut files)?;
+                    out.extend(
+                        files
+                            .into_iter()
+                            .map(|(n, s)| (format!("{cluster}/{n}"), s)),
+                    );
+                }
+            }
             _ => Self::list_dir(&self.root.join(dir_name(kind)), &mut out)?,
         }
         out.sort();
@@ -216,6 +242,13 @@ impl Backend for LocalBackend {
             .parent()
             .expect("object paths have a parent")
             .to_path_buf();
+        if kind == ObjectKind::Wal && !dir.is_dir() {
+            // `wal/` and `wal/<cluster>/` appear with the first push, durably.
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            fsync_dir(dir.parent().expect("wal/<cluster> has a parent"))?;
+            fsync_dir(&self.root)?;
+        }
         if kind == ObjectKind::Pack && !dir.is_dir() {
             fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;

@@ -55,6 +55,24 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Whether `name` has the shape of a WAL object name, `<cluster>/<file>`: a cluster of 1-32
+/// of `[a-z0-9_-]`, a file of 1-80 of `[0-9A-Za-z._-]` not starting with a dot. Backends
+/// check it so that no name can leave `wal/`; `pg` judges whether the file is really WAL.
+pub fn valid_wal_name(name: &str) -> bool {
+    let Some((cluster, file)) = name.split_once('/') else {
+        return false;
+    };
+    (1..=32).contains(&cluster.len())
+        && cluster
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
+        && (1..=80).contains(&file.len())
+        && !file.starts_with('.')
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Open the backend a `--repo` string names. A plain path (or `file://path`) is a local
 /// directory; `s3://BUCKET/PREFIX` an S3 bucket (options from `DUMPVAULT_S3_*`); `memory:` an
 /// in-process store for tests.

@@ -82,6 +82,15 @@ pub struct S3Options {
 /// which takes precedence over `DUMPVAULT_S3_OBJECT_LOCK_DAYS`. 0: not set.
 static OBJECT_LOCK_DAYS: AtomicU32 = AtomicU32::new(0);
 
+/// Bound every S3 call of this process to `secs` seconds, retries included (`wal push` and
+/// `wal fetch` use it: a hung request must never stall archiving or recovery). 0: not set,
+/// `DUMPVAULT_S3_TIMEOUT` or the 15-minute default applies.
+static OPERATION_TIMEOUT_SECS: AtomicU32 = AtomicU32::new(0);
+
+pub fn set_operation_timeout_secs(secs: u32) {
+    OPERATION_TIMEOUT_SECS.store(secs, Ordering::Relaxed);
+}
+
 /// Retain the objects this process writes for `days` days (see the module doc).
 pub fn set_object_lock_days(days: u32) {
     OBJECT_LOCK_DAYS.store(days, Ordering::Relaxed);
@@ -136,6 +145,17 @@ impl S3Options {
                 "auto" => None,
                 other => Some(parse_bool("DUMPVAULT_S3_CONDITIONAL_WRITES", other)?),
             };
+        }
+        if let Some(v) = var("DUMPVAULT_S3_TIMEOUT") {
+            let secs: u64 =
+                v.parse().ok().filter(|&s| s > 0).ok_or_else(|| {
+                    Error::InvalidInput(format!("DUMPVAULT_S3_TIMEOUT={v}: seconds"))
+                })?;
+            o.operation_timeout = Duration::from_secs(secs);
+        }
+        match OPERATION_TIMEOUT_SECS.load(Ordering::Relaxed) {
+            0 => {}
+            s => o.operation_timeout = o.operation_timeout.min(Duration::from_secs(u64::from(s))),
         }
         if let Some(v) = var("DUMPVAULT_S3_MAX_ATTEMPTS") {
             o.max_attempts = v
@@ -252,7 +272,9 @@ impl S3Backend {
                 .timeout_config(
                     TimeoutConfig::builder()
                         .connect_timeout(Duration::from_secs(10))
-                        .operation_attempt_timeout(Duration::from_secs(300))
+                        .operation_attempt_timeout(
+                            Duration::from_secs(300).min(opts.operation_timeout),
+                        )
                         .operation_timeout(opts.operation_timeout)
                         .build(),
                 );
@@ -307,6 +329,7 @@ impl S3Backend {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Lock => "locks/",
             ObjectKind::Verification => "verifications/",
+            ObjectKind::Wal => "wal/",
         }
     }
 
@@ -574,8 +597,18 @@ impl Backend for S3Backend {
                     .map_err(|e| backend_err("LIST", &prefix, &e))?;
                 for o in resp.contents() {
                     let Some(k) = o.key() else { continue };
-                    let name = k.rsplit('/').next().unwrap_or(k);
-                    if kind != ObjectKind::Config && (name.len() != 64 || name.starts_with('.')) {
+                    let name = if kind == ObjectKind::Wal {
+                        let n = k.strip_prefix(prefix.as_str()).unwrap_or(k);
+                        if !super::valid_wal_name(n) {
+                            continue;
+                        }
+                        n
+                    } else {
+                        k.rsplit('/').next().unwrap_or(k)
+                    };
+                    if !matches!(kind, ObjectKind::Config | ObjectKind::Wal)
+                        && (name.len() != 64 || name.starts_with('.'))
+                    {
                         continue;
                     }
                     out.push((name.to_string(), o.size().unwrap_or(0).max(0) as u64));

@@ -165,6 +165,22 @@ impl Ctx<'_> {
         self.open_with(backend, pw.as_bytes())
     }
 
+    /// Open without the metadata cache: for `wal push` and `wal fetch`, which read no index
+    /// and must not pay for (or wait on) the SQLite cache on every call.
+    pub(super) fn open_uncached(&self) -> Result<Repo> {
+        let backend = self.backend()?;
+        crate::repo::read_config(backend.as_ref())?;
+        let pw = self.password("Repository password: ", false)?;
+        Repo::open(
+            backend,
+            pw.as_bytes(),
+            &OpenOptions {
+                cache_dir: None,
+                lock_wait: self.cli.lock_wait,
+            },
+        )
+    }
+
     /// Open `backend` with `password` under this invocation's cache and lock-wait settings.
     pub(super) fn open_with(&self, backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repo> {
         let cache_dir = if self.cli.no_cache {

@@ -14,6 +14,7 @@ mod fsck;
 mod init;
 mod key;
 mod password;
+mod pg;
 mod producer;
 mod progress;
 mod prune;
@@ -23,6 +24,8 @@ mod snapshots;
 mod stats;
 mod unlock;
 mod verify;
+mod wal;
+mod walspool;
 
 use std::path::PathBuf;
 
@@ -115,6 +118,13 @@ enum Cmd {
     Verify(verify::VerifyArgs),
     /// Remove stale locks (from killed processes); `--all` removes every lock.
     Unlock(unlock::UnlockArgs),
+    /// PostgreSQL continuous archiving: `wal push` (archive_command), `wal fetch`
+    /// (restore_command), `wal status` (ranges, gaps and PITR windows).
+    #[command(subcommand)]
+    Wal(wal::WalCmd),
+    /// PostgreSQL point-in-time recovery: `pg restore`.
+    #[command(subcommand)]
+    Pg(pg::PgCmd),
 }
 
 /// Entry point: returns the process exit code.
@@ -168,5 +178,7 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::Verify(a) => verify::run(&ctx, a),
         Cmd::Stats => stats::run(&ctx),
         Cmd::Unlock(a) => unlock::run(&ctx, a),
+        Cmd::Wal(w) => wal::run(&ctx, w),
+        Cmd::Pg(p) => pg::run(&ctx, p),
     }
 }

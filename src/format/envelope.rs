@@ -17,7 +17,7 @@ fn kind_byte(kind: ObjectKind) -> u8 {
         ObjectKind::Lock => 3,
         ObjectKind::Verification => 4,
         // Other kinds have layouts of their own and are never enveloped.
-        ObjectKind::Config | ObjectKind::Key | ObjectKind::Pack => 0,
+        ObjectKind::Config | ObjectKind::Key | ObjectKind::Pack | ObjectKind::Wal => 0,
     }
 }
 

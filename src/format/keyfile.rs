@@ -54,7 +54,15 @@ impl KeyFile {
         }
         let mut salt = [0u8; 32];
         crypto::random_bytes(&mut salt);
-        let wrap = kdf.derive(password, &salt)?;
+        let wrap = if kdf == KdfParams::MACHINE {
+            // Only a secret dumpvault generated may skip the KDF; a human password never can.
+            let secret = crypto::parse_machine_secret(password).ok_or_else(|| {
+                Error::InvalidInput("a machine key needs a generated machine secret".into())
+            })?;
+            crypto::machine_wrap_key(&secret, &salt)
+        } else {
+            kdf.derive(password, &salt)?
+        };
         let mut kf = KeyFile {
             repo_id,
             kdf,
@@ -81,6 +89,11 @@ impl KeyFile {
         b.extend_from_slice(&(self.label.len() as u16).to_le_bytes());
         b.extend_from_slice(self.label.as_bytes());
         b
+    }
+
+    /// Opened by a machine secret rather than a password (all three KDF parameters zero).
+    pub fn is_machine(&self) -> bool {
+        self.kdf == KdfParams::MACHINE
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -138,7 +151,14 @@ impl KeyFile {
     /// Unwrap the master key. `Ok(None)` means the password does not open this key file.
     /// Parameters below the floor are refused before any work is done.
     pub fn unwrap(&self, password: &[u8]) -> Result<Option<MasterKey>> {
-        let wrap = self.kdf.derive(password, &self.salt)?;
+        let wrap = if self.is_machine() {
+            match crypto::parse_machine_secret(password) {
+                Some(secret) => crypto::machine_wrap_key(&secret, &self.salt),
+                None => return Ok(None),
+            }
+        } else {
+            self.kdf.derive(password, &self.salt)?
+        };
         Ok(
             crypto::open(&wrap, &self.header(), &self.sealed).and_then(|pt| {
                 let k = MasterKey::from_bytes(&pt);
@@ -164,6 +184,19 @@ mod tests {
         assert_eq!(kf, kf2);
         assert_eq!(kf2.unwrap(b"pw").unwrap().unwrap().id_key, m.id_key);
         assert!(kf2.unwrap(b"nope").unwrap().is_none());
+        // A machine key opens with its secret only, and never with a password.
+        let secret = crypto::new_machine_secret();
+        let mk =
+            KeyFile::create(&m, [3; 32], secret.as_bytes(), KdfParams::MACHINE, "m", 5).unwrap();
+        assert!(mk.is_machine());
+        assert_eq!(
+            mk.unwrap(secret.as_bytes()).unwrap().unwrap().id_key,
+            m.id_key
+        );
+        assert!(mk.unwrap(b"pw").unwrap().is_none());
+        let other = crypto::new_machine_secret();
+        assert!(mk.unwrap(other.as_bytes()).unwrap().is_none());
+        assert!(KeyFile::create(&m, [3; 32], b"pw", KdfParams::MACHINE, "m", 5).is_err());
         for n in 0..b.len() {
             assert!(KeyFile::decode(&id, &b[..n]).is_err());
         }

@@ -13,6 +13,7 @@ pub mod pack;
 pub mod snapshot;
 pub mod tree;
 pub mod verification;
+pub mod wal;
 
 /// The repository format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
