@@ -249,11 +249,14 @@ pub fn parse_backup_label(text: &str) -> Result<BackupLabel, String> {
 
 /// The end of the WAL a base backup needs, from the tail of its `backup_manifest` (the
 /// `WAL-Ranges` array, which the manifest writes after the file list): `(timeline, end LSN)`
-/// of the last range.
+/// of the first range (PostgreSQL writes the ending timeline first).
 pub fn manifest_wal_end(tail: &[u8]) -> Option<(u32, Lsn)> {
     let text = String::from_utf8_lossy(tail);
     let ranges = text.rfind("\"WAL-Ranges\"")?;
     let rest = &text[ranges..];
+    // PostgreSQL lists the ranges newest timeline first: the first one holds the end.
+    let first = rest.find('}').map_or(rest, |e| &rest[..=e]);
+    let rest = first;
     let end_at = rest.rfind("\"End-LSN\"")?;
     let end = rest[end_at + 9..].split('"').nth(1).and_then(Lsn::parse)?;
     let tl_at = rest[..end_at].rfind("\"Timeline\"")?;

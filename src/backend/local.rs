@@ -262,7 +262,9 @@ impl Backend for LocalBackend {
         }
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd);
-        let tmp = dir.join(format!(".tmp-{}-{}", name, hex::encode(rnd)));
+        // The last part of the name: WAL names (`cluster/file`) carry a directory.
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let tmp = dir.join(format!(".tmp-{}-{}", base, hex::encode(rnd)));
         let result = (|| -> Result<()> {
             let mut f = OpenOptions::new()
                 .write(true)

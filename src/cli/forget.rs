@@ -172,7 +172,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
         .write_all(out.as_bytes())
         .map_err(|e| Error::io("write output", e))?;
     if a.prune {
-        prune_run(ctx, &mut repo, a.max_unused, a.dry_run)?;
+        prune_run(ctx, &mut repo, a.max_unused, a.dry_run, None)?;
     }
     Ok(())
 }

@@ -16,6 +16,10 @@ pub(super) struct PruneArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub(super) dry_run: bool,
+    /// Keep archived WAL for only the newest N base backups (default: for every base backup
+    /// kept, so each can still be recovered to any point after it).
+    #[arg(long)]
+    pub(super) wal_keep_base_backups: Option<usize>,
 }
 
 /// "60 min", "2 h": the margin is a whole number of minutes.
@@ -29,7 +33,13 @@ fn human_secs(s: u64) -> String {
 
 pub(super) fn run(ctx: &Ctx<'_>, a: &PruneArgs) -> Result<()> {
     let mut repo = ctx.open()?;
-    prune_run(ctx, &mut repo, a.max_unused, a.dry_run)
+    prune_run(
+        ctx,
+        &mut repo,
+        a.max_unused,
+        a.dry_run,
+        a.wal_keep_base_backups,
+    )
 }
 
 pub(super) fn prune_run(
@@ -37,6 +47,7 @@ pub(super) fn prune_run(
     repo: &mut Repo,
     max_unused: f64,
     dry_run: bool,
+    wal_keep_base_backups: Option<usize>,
 ) -> Result<()> {
     use crate::ops::prune;
     // prune reports no progress of its own yet: the spinner shows that it is alive.
@@ -45,6 +56,7 @@ pub(super) fn prune_run(
         repo,
         &prune::PruneOptions {
             max_unused,
+            wal_keep_base_backups,
             ..Default::default()
         },
         dry_run,
@@ -80,6 +92,13 @@ pub(super) fn prune_run(
         human(p.bytes_repacked),
         p.keep_packs
     );
+    if r.wal_removed > 0 {
+        println!(
+            "WAL: {} {} archived file(s) older than every base backup kept",
+            if dry_run { "would delete" } else { "deleted" },
+            r.wal_removed
+        );
+    }
     if !p.kept_unindexed.is_empty() {
         // Say why they stay, or the user would expect the next prune to behave the same.
         println!(

@@ -162,6 +162,7 @@ pub(super) fn push_async(
         if spawned_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
             && !worker_running(&spool)
         {
+            let _ = fs::remove_file(spool.join("worker.err"));
             spawn_worker(ctx, &args)?;
             spawned_at = Some(Instant::now());
         }
@@ -222,8 +223,16 @@ fn push_worker(ctx: &Ctx<'_>, a: &WorkerArgs) -> Result<()> {
     let n = a.parallel.clamp(1, 32);
     let mut repos = Vec::with_capacity(n);
     for _ in 0..n {
-        repos.push(std::sync::Mutex::new(ctx.open_uncached()?));
+        match ctx.open_uncached() {
+            Ok(r) => repos.push(std::sync::Mutex::new(r)),
+            Err(e) => {
+                // Tell the waiting pushes at once rather than let them time out.
+                write_marker(&a.spool.join("worker.err"), &e.to_string());
+                return Err(e);
+            }
+        }
     }
+    let _ = fs::remove_file(a.spool.join("worker.err"));
     let mut idle_since = Instant::now();
     while idle_since.elapsed() < Duration::from_secs(2) {
         let todo = ready(&pg_wal, &a.spool);
@@ -303,7 +312,7 @@ pub(super) fn fetch(
     spool: Option<&Path>,
 ) -> Result<()> {
     wal::check_cluster(cluster).map_err(|e| Error::RecoveryFatal(e.to_string()))?;
-    let Some(w) = WalName::parse(name) else {
+    let Some(w) = WalName::parse(name.split(wal::CONFLICT_MARK).next().unwrap_or(name)) else {
         return Err(Error::WalAbsent(format!("{name} (not a WAL file name)")));
     };
     let dir = dest
@@ -313,7 +322,8 @@ pub(super) fn fetch(
     let spool = spool
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join("dumpvault-prefetch"));
-    let prefetching = prefetch > 0 && w.kind == WalKind::Segment;
+    let prefetching =
+        prefetch > 0 && w.kind == WalKind::Segment && !name.contains(wal::CONFLICT_MARK);
     let spooled = spool.join(name);
     if prefetching && spooled.is_file() && fs::rename(&spooled, dest).is_ok() {
         kick_prefetch(ctx, &spool, name, cluster, prefetch, None);

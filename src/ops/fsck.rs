@@ -94,6 +94,9 @@ pub struct Counts {
     pub streams_verified: usize,
     /// Restore-drill records (`verifications/`).
     pub verifications: usize,
+    /// Archived WAL files (`wal/`), and of them read whole and verified.
+    pub wal_files: usize,
+    pub wal_files_read: usize,
     /// Passes repeated because the index changed during a pass that found damage (a
     /// concurrent prune); the report is that of the last pass.
     pub rechecks: usize,
@@ -605,6 +608,7 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
             verify_streams(repo, &snaps, &mut r, progress)?;
         }
     }
+    check_wal(repo, opts.read_data.is_some(), &mut r, progress)?;
     r.problems
         .sort_by(|a, b| (a.severity, &a.object, &a.id).cmp(&(b.severity, &b.object, &b.id)));
     Ok(r)
@@ -994,7 +998,77 @@ pub fn fsck_no_key(backend: &dyn Backend, progress: ProgressFn<'_>) -> Result<Fs
             "no index lists this pack",
         );
     }
+    check_wal_no_key(backend, &mut r, progress)?;
     r.problems
         .sort_by(|a, b| (a.severity, &a.object, &a.id).cmp(&(b.severity, &b.object, &b.id)));
     Ok(r)
+}
+
+/// The WAL archive of every cluster: the chain (gaps, conflicts, base backups that cannot
+/// reach consistency, unreadable history files) and with `read` every object opened whole.
+fn check_wal(
+    repo: &mut Repo,
+    read: bool,
+    r: &mut FsckReport,
+    progress: ProgressFn<'_>,
+) -> Result<()> {
+    let incomplete = |e: &Error| !e.is_corruption();
+    for cluster in crate::ops::wal::clusters(repo.backend.as_ref())? {
+        let st = crate::ops::wal::status(repo, &cluster)?;
+        r.counts.wal_files += st.files as usize;
+        for p in st.problems() {
+            r.add(Severity::Damage, "wal", &cluster, "chain", p);
+        }
+        if read {
+            let listed = crate::ops::wal::list(repo.backend.as_ref(), &cluster)?;
+            let total = listed.len() as u64;
+            for (i, l) in listed.iter().enumerate() {
+                progress("wal", i as u64, total);
+                match crate::ops::wal::read_file(repo, &cluster, &l.file) {
+                    Ok(_) => r.counts.wal_files_read += 1,
+                    Err(e) if incomplete(&e) => return Err(e),
+                    Err(e) => {
+                        r.add(
+                            Severity::Damage,
+                            "wal",
+                            format!("{cluster}/{}", l.file),
+                            "corrupt",
+                            e.to_string(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Without a key: every WAL object must match its BLAKE3 trailer.
+fn check_wal_no_key(
+    backend: &dyn Backend,
+    r: &mut FsckReport,
+    progress: ProgressFn<'_>,
+) -> Result<()> {
+    let names = backend.list(ObjectKind::Wal)?;
+    let total = names.len() as u64;
+    for (i, (name, _)) in names.into_iter().enumerate() {
+        progress("wal", i as u64, total);
+        let bytes = match backend.get(ObjectKind::Wal, &name) {
+            Ok(b) => b,
+            Err(e) if !e.is_corruption() && !matches!(e, Error::ObjectNotFound { .. }) => {
+                return Err(e)
+            }
+            Err(e) => {
+                r.add(Severity::Damage, "wal", &name, "unreadable", e.to_string());
+                continue;
+            }
+        };
+        r.counts.wal_files += 1;
+        r.counts.wal_files_read += 1;
+        r.counts.bytes_read += bytes.len() as u64;
+        if let Err(e) = crate::format::wal::check_trailer(&name, &bytes) {
+            r.add(Severity::Damage, "wal", &name, "corrupt", e.to_string());
+        }
+    }
+    Ok(())
 }

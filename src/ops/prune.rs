@@ -54,6 +54,9 @@ pub struct PruneOptions {
     pub max_unused: f64,
     /// Delete a pack that no index lists only if it was stored at least this long ago.
     pub unindexed_margin: Duration,
+    /// WAL retention: keep the WAL of only the newest N base backups (default: of every
+    /// base backup kept), as pgBackRest's archive retention does.
+    pub wal_keep_base_backups: Option<usize>,
 }
 
 /// The default margin for unindexed packs: twice the lock staleness timeout. A backup that
@@ -66,6 +69,7 @@ impl Default for PruneOptions {
         PruneOptions {
             max_unused: 0.05,
             unindexed_margin: UNINDEXED_MARGIN,
+            wal_keep_base_backups: None,
         }
     }
 }
@@ -135,6 +139,9 @@ pub struct PruneResult {
     /// Restore-drill records of snapshots that no longer exist, or damaged ones, deleted
     /// (or, with a dry run, that would be).
     pub verifications_removed: usize,
+    /// Archived WAL files older than every base backup kept, deleted (or, with a dry run,
+    /// that would be).
+    pub wal_removed: usize,
 }
 
 fn missing(what: String) -> Error {
@@ -511,6 +518,7 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
     if !dry_run {
         crate::ops::verify::delete_records(repo, &orphans)?;
     }
+    let wal_removed = prune_wal(repo, opts, dry_run)?;
     let bytes_before = plan.pack_bytes;
     if dry_run || plan.is_noop() {
         return Ok(PruneResult {
@@ -522,6 +530,7 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
             new_index: None,
             duration_ms: started.elapsed().as_millis() as u64,
             verifications_removed: orphans.len(),
+            wal_removed,
         });
     }
     // Planning can take long on a big repository: make sure the lock is still ours (not
@@ -547,5 +556,39 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
         new_index,
         duration_ms: started.elapsed().as_millis() as u64,
         verifications_removed: orphans.len(),
+        wal_removed,
     })
+}
+
+/// WAL retention (ops::wal::retention_plan) for every cluster, under prune's lock. Base
+/// backups count for a cluster when their system identifier is the one its WAL carries (or
+/// either is unknown), so two clusters in one repository never cut each other's WAL.
+fn prune_wal(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<usize> {
+    use crate::ops::wal;
+    let clusters = wal::clusters(repo.backend.as_ref())?;
+    if clusters.is_empty() {
+        return Ok(0);
+    }
+    let snaps = repo.snapshots()?;
+    let bases = wal::base_backups(&snaps);
+    let mut removed = 0;
+    for c in clusters {
+        let listed = wal::list(repo.backend.as_ref(), &c)?;
+        let (seg_size, sysid) = wal::cluster_identity(repo, &c, &listed)?;
+        let mut kept: Vec<wal::BaseBackup> = bases
+            .iter()
+            .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))
+            .cloned()
+            .collect();
+        if let Some(n) = opts.wal_keep_base_backups {
+            kept.sort_by_key(|b| std::cmp::Reverse(b.start_lsn));
+            kept.truncate(n.max(1));
+        }
+        let del = wal::retention_plan(&listed, seg_size, &kept, None);
+        removed += del.len();
+        if !dry_run {
+            wal::delete_files(repo.backend.as_ref(), &c, &del)?;
+        }
+    }
+    Ok(removed)
 }

@@ -141,6 +141,14 @@ pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
         .to_string();
     parse_wal_file(&file)?;
     let data = std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    if data.len() > fmt::MAX_FRAMES * FRAME_LEN {
+        return Err(Error::InvalidInput(format!(
+            "{}: {} bytes is larger than a WAL file can be (at most {} bytes are archived)",
+            path.display(),
+            data.len(),
+            fmt::MAX_FRAMES * FRAME_LEN
+        )));
+    }
     crate::failpoint::hit("wal-push-read");
     let mtime_ms = std::fs::metadata(path)
         .ok()
@@ -158,7 +166,11 @@ pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
     };
     match repo.backend.size(ObjectKind::Wal, &object) {
         Ok(size) => {
-            return match stored_header(repo, cluster, &file, &object, size) {
+            // The whole stored copy is read and verified: PostgreSQL deletes its own file once
+            // told it is archived, so a damaged copy must not pass for one.
+            let verified = stored_header(repo, cluster, &file, &object, size)
+                .and_then(|(p, h)| read_file(repo, cluster, &file).map(|_| (p, h)));
+            return match verified {
                 Ok((_, h)) if same(&h) => Ok(report(false, 0)),
                 Ok(_) => conflict(
                     repo,
@@ -482,6 +494,31 @@ pub fn prefix_of(backend: &dyn Backend, cluster: &str, file: &str) -> Result<fmt
     fmt::parse_prefix(&object, &b)
 }
 
+/// The segment size and system identifier of `cluster`, from its newest segment (one ranged
+/// read of the prefix and one of the sealed header); defaults and 0 when it has none.
+pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result<(u32, u64)> {
+    let Some(l) = listed
+        .iter()
+        .rev()
+        .find(|l| l.name.as_ref().is_some_and(|n| n.kind == WalKind::Segment))
+    else {
+        return Ok((pg::DEFAULT_SEGMENT_SIZE, 0));
+    };
+    let (p, h) = stored_header(
+        repo,
+        cluster,
+        &l.file,
+        &object_name(cluster, &l.file),
+        l.size,
+    )?;
+    let ss = if p.seg_size == 0 {
+        pg::DEFAULT_SEGMENT_SIZE
+    } else {
+        p.seg_size
+    };
+    Ok((ss, h.sysid))
+}
+
 /// Build the chain of `cluster`: the listing, the segment size (from the newest segment's
 /// prefix) and every timeline history file.
 pub fn chain(repo: &Repo, cluster: &str) -> Result<(Vec<Listed>, Chain, Vec<(String, String)>)> {
@@ -529,8 +566,13 @@ pub fn status(repo: &mut Repo, cluster: &str) -> Result<WalStatus> {
     check_cluster(cluster)?;
     let (listed, chain, damaged) = chain(repo, cluster)?;
     let snaps = repo.snapshots()?;
+    // Base backups of another cluster (another system identifier) are not this one's.
+    let (_, sysid) = cluster_identity(repo, cluster, &listed)?;
     let mut bases = Vec::new();
-    for b in base_backups(&snaps) {
+    for b in base_backups(&snaps)
+        .into_iter()
+        .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))
+    {
         let reach = chain.reach(&b.point(), None);
         let mut reach = reach;
         if let Some(last) = &reach.last_segment {

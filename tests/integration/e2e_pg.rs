@@ -8,9 +8,9 @@ use std::process::Command;
 use crate::common::*;
 
 pub struct Pg {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    bin: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    pub data: PathBuf,
+    pub bin: PathBuf,
     pub port: u16,
 }
 
@@ -27,7 +27,7 @@ fn pg_bin() -> PathBuf {
 }
 
 /// Run a server binary as the `postgres` user when we are root (initdb refuses root).
-fn as_pg(prog: PathBuf) -> Command {
+pub fn as_pg(prog: PathBuf) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(prog);
@@ -39,6 +39,11 @@ fn as_pg(prog: PathBuf) -> Command {
 
 impl Pg {
     pub fn start() -> Pg {
+        Pg::start_with(&[])
+    }
+
+    /// A new cluster started with extra `-c name=value` settings.
+    pub fn start_with(settings: &[&str]) -> Pg {
         let bin = pg_bin();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -63,13 +68,29 @@ impl Pg {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb: {}", stderr(&out));
+        Pg::run_on(Some(dir), data, settings)
+    }
+
+    /// Start a server on an existing data directory (given to the postgres user when we are
+    /// root), with extra `-c` settings. Waits until it accepts connections.
+    pub fn run_on(dir: Option<tempfile::TempDir>, data: PathBuf, settings: &[&str]) -> Pg {
+        let bin = pg_bin();
+        if is_root() {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
         let port = free_port();
+        let extra: String = settings.iter().map(|s| format!(" -c {s}")).collect();
         let out = as_pg(bin.join("pg_ctl"))
             .arg("-D")
             .arg(&data)
             .args([
                 "-o",
-                &format!("-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off"),
+                &format!("-p {port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off{extra}"),
                 "-l",
             ])
             .arg(data.join("log"))
@@ -77,6 +98,19 @@ impl Pg {
             .output()
             .unwrap();
         assert!(out.status.success(), "pg_ctl start: {}", stderr(&out));
+        // A server kept in a `static` (one per test file) is never dropped: a watchdog stops
+        // it (immediate shutdown) once this test process has exited.
+        let watchdog = format!(
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill -QUIT $(head -1 '{}/postmaster.pid') 2>/dev/null",
+            std::process::id(),
+            data.display()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
         Pg {
             _dir: dir,
             data,

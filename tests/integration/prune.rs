@@ -540,6 +540,7 @@ mod full_disk {
         let strict = PruneOptions {
             max_unused: 0.0,
             unindexed_margin: std::time::Duration::ZERO,
+            ..Default::default()
         };
         let plan = prune::plan(&open(Arc::clone(&inner)), &strict).unwrap();
         let delete: BTreeSet<PackId> = plan.delete_packs.iter().copied().collect();
@@ -576,6 +577,7 @@ mod full_disk {
             &PruneOptions {
                 max_unused: 1.0,
                 unindexed_margin: std::time::Duration::ZERO,
+                ..Default::default()
             },
             false,
         )

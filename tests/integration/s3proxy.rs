@@ -303,7 +303,7 @@ fn serve(client: TcpStream, upstream: &str, st: &State) -> std::io::Result<()> {
 }
 
 /// A repository on Garage reached through the proxy; init goes straight to Garage.
-fn proxied_env(g: &Garage, proxy: &Proxy, max_attempts: &str) -> Env {
+pub fn proxied_env(g: &Garage, proxy: &Proxy, max_attempts: &str) -> Env {
     let mut env = Env::at(g.location(), g.env());
     for (k, v) in env.extra_env.iter_mut() {
         if k == "DUMPVAULT_S3_ENDPOINT" {

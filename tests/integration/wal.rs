@@ -1,0 +1,453 @@
+//! `wal push`, `wal fetch`, `wal status` and WAL retention without a database server: WAL
+//! segments are synthesised with a valid long page header and 1 MiB segments (a size initdb
+//! allows), base backups are small tars with a `backup_label` and a `backup_manifest`.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const SS: u32 = 1 << 20;
+
+fn seg_name(n: u64) -> String {
+    dumpvault::pg::segment_name(1, n, SS)
+}
+
+/// A 1 MiB segment: long page header (system identifier 4242), then bytes that depend on `n`.
+fn segment(n: u64) -> Vec<u8> {
+    let mut d = sql_like(9_000, n);
+    d.resize(SS as usize, 0);
+    d[..40].fill(0);
+    d[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    d[2..4].copy_from_slice(&2u16.to_le_bytes());
+    d[24..32].copy_from_slice(&4242u64.to_le_bytes());
+    d[32..36].copy_from_slice(&SS.to_le_bytes());
+    d
+}
+
+struct Wal {
+    env: Env,
+    pg_wal: PathBuf,
+}
+
+impl Wal {
+    fn new(env: Env) -> Wal {
+        let pg_wal = env.dir.path().join("pg_wal");
+        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        Wal { env, pg_wal }
+    }
+
+    fn write(&self, n: u64) -> PathBuf {
+        let p = self.pg_wal.join(seg_name(n));
+        std::fs::write(&p, segment(n)).unwrap();
+        p
+    }
+
+    fn push(&self, n: u64) -> Output {
+        let p = self.write(n);
+        self.env.run(&["wal", "push", p.to_str().unwrap()], b"")
+    }
+
+    fn push_ok(&self, n: u64) {
+        let o = self.push(n);
+        assert!(o.status.success(), "push {n}: {}", stderr(&o));
+    }
+
+    fn fetch(&self, name: &str, extra: &[&str]) -> (Output, PathBuf) {
+        let dest = self.env.dir.path().join("RECOVERYXLOG");
+        let _ = std::fs::remove_file(&dest);
+        let mut a = vec!["wal", "fetch", name, dest.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        (self.env.run(&a, b""), dest)
+    }
+
+    fn status(&self) -> (Option<i32>, serde_json::Value) {
+        let o = self.env.run(&["wal", "status", "--json"], b"");
+        (
+            o.status.code(),
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", stderr(&o))),
+        )
+    }
+
+    fn object(&self, n: u64) -> PathBuf {
+        self.env.repo.join("wal/main").join(seg_name(n))
+    }
+}
+
+/// A base backup tar starting in segment `start` and consistent in segment `start + 1`.
+fn base_tar(start: u64) -> Vec<u8> {
+    let lsn = |seg: u64, off: u64| dumpvault::pg::Lsn(seg * u64::from(SS) + off).to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(
+        "backup_label",
+        format!(
+            "START WAL LOCATION: {} (file {})\nCHECKPOINT LOCATION: {}\nSTART TIME: 2026-12-01 10:00:00 UTC\nLABEL: test\nSTART TIMELINE: 1\n",
+            lsn(start, 40),
+            seg_name(start),
+            lsn(start, 96)
+        )
+        .as_bytes(),
+    );
+    let mut control = 4242u64.to_le_bytes().to_vec();
+    control.resize(8192, 0);
+    add("global/pg_control", &control);
+    add("base/1/1259", &noise(50_000, start));
+    add(
+        "backup_manifest",
+        format!(
+            "{{\"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [],\n\"WAL-Ranges\": [\n{{ \"Timeline\": 1, \"Start-LSN\": \"{}\", \"End-LSN\": \"{}\" }}\n],\n\"Manifest-Checksum\": \"0\"}}\n",
+            lsn(start, 40),
+            lsn(start + 1, 256)
+        )
+        .as_bytes(),
+    );
+    b.into_inner().unwrap()
+}
+
+fn base_backup(env: &Env, start: u64) -> String {
+    env.backup(&base_tar(start), &["--name", "pg-base"])
+}
+
+#[test]
+fn push_fetch_round_trip_idempotence_and_conflict() {
+    let w = Wal::new(Env::new());
+    w.push_ok(2);
+    // Again, same content: success, nothing new.
+    let before = std::fs::read(w.object(2)).unwrap();
+    w.push_ok(2);
+    assert_eq!(std::fs::read(w.object(2)).unwrap(), before);
+    let (o, dest) = w.fetch(&seg_name(2), &["--prefetch", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dest).unwrap(), segment(2));
+    // Compressed and sealed: smaller than the segment, and no plaintext in it.
+    assert!(
+        before.len() < segment(2).len() / 2,
+        "stored {} bytes",
+        before.len()
+    );
+    assert!(!before.windows(16).any(|x| x == &segment(2)[4096..4112]));
+
+    // Other content under an archived name: refused, and both copies kept.
+    std::fs::write(w.pg_wal.join(seg_name(2)), segment(99)).unwrap();
+    let o = w.env.run(
+        &["wal", "push", w.pg_wal.join(seg_name(2)).to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already archived with different content"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(w.object(2)).unwrap(),
+        before,
+        "the archived copy is untouched"
+    );
+    let copies: Vec<_> = std::fs::read_dir(w.env.repo.join("wal/main"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1);
+    let (o, dest) = w.fetch(&copies[0], &["--prefetch", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        segment(99),
+        "the conflict copy holds the new content"
+    );
+    let (code, st) = w.status();
+    assert_eq!(code, Some(7), "a conflict is a problem: {st}");
+    assert!(st["problems"].to_string().contains(".conflict-"));
+}
+
+#[test]
+fn fetch_exit_codes_absent_damaged_and_unreachable() {
+    let w = Wal::new(Env::new());
+    w.push_ok(2);
+    // Absent: exit 1, what recovery reads as the end of the archive; nothing written.
+    let (o, dest) = w.fetch(&seg_name(3), &["--prefetch", "0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!dest.exists());
+    let (o, _) = w.fetch("00000002.history", &["--prefetch", "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    // Damaged: never handed over; exit 126 so that recovery stops instead of ending early.
+    let obj = w.object(2);
+    let mut b = std::fs::read(&obj).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 1;
+    std::fs::write(&obj, &b).unwrap();
+    let (o, dest) = w.fetch(&seg_name(2), &["--prefetch", "0", "--retries", "2"]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(!dest.exists(), "a damaged segment is never written");
+    assert!(stderr(&o).contains("recovery must stop"), "{}", stderr(&o));
+    // Wrong password: 126 too (an exit 1 would end recovery as if the archive were empty).
+    let (o, _) = {
+        let dest = w.env.dir.path().join("x");
+        let mut c = w.env.cmd();
+        c.env("DUMPVAULT_PASSWORD", "wrong");
+        (
+            run_with(
+                c,
+                &["wal", "fetch", &seg_name(2), dest.to_str().unwrap()],
+                b"",
+            ),
+            dest,
+        )
+    };
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    // Storage unreachable: retried, then 126.
+    let dead = Env::uninit();
+    let mut c = dead.cmd();
+    c.env("DUMPVAULT_REPO", format!("s3://nobucket/x"))
+        .env(
+            "DUMPVAULT_S3_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("DUMPVAULT_S3_MAX_ATTEMPTS", "1")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("DUMPVAULT_S3_REGION", "garage");
+    let t = Instant::now();
+    let o = run_with(
+        c,
+        &[
+            "wal",
+            "fetch",
+            &seg_name(2),
+            "/tmp/never-written",
+            "--retries",
+            "2",
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("after 2 attempts"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn push_killed_at_every_step_leaves_nothing_or_a_whole_segment() {
+    for point in ["wal-push-read", "wal-push-before-put", "wal-push-after-put"] {
+        let w = Wal::new(Env::new());
+        let p = w.write(5);
+        let o = run_with(
+            {
+                let mut c = w.env.cmd();
+                c.env("DUMPVAULT_FAILPOINT", point);
+                c
+            },
+            &["wal", "push", p.to_str().unwrap()],
+            b"",
+        );
+        assert!(
+            !o.status.success(),
+            "{point}: the killed push must not report success"
+        );
+        // Whatever is there is whole (fetch verifies every byte), or nothing is.
+        let (o, dest) = w.fetch(&seg_name(5), &["--prefetch", "0"]);
+        match o.status.code() {
+            Some(0) => {
+                assert_eq!(point, "wal-push-after-put");
+                assert_eq!(std::fs::read(&dest).unwrap(), segment(5));
+            }
+            Some(1) => assert_ne!(point, "wal-push-after-put"),
+            c => panic!("{point}: fetch exit {c:?}: {}", stderr(&o)),
+        }
+        // No temp file is left under a final name; PostgreSQL's retry succeeds.
+        w.push_ok(5);
+        let (o, dest) = w.fetch(&seg_name(5), &["--prefetch", "0"]);
+        assert!(o.status.success());
+        assert_eq!(std::fs::read(&dest).unwrap(), segment(5));
+        let names: Vec<String> = std::fs::read_dir(w.env.repo.join("wal/main"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        assert_eq!(names, vec![seg_name(5)], "{point}");
+    }
+}
+
+#[test]
+fn push_during_s3_errors_fails_then_succeeds() {
+    use crate::s3proxy::{Fault, Proxy, Rule};
+    let g = crate::s3::Garage::start();
+    let proxy = Proxy::start(&g.endpoint);
+    let env = crate::s3proxy::proxied_env(&g, &proxy, "2");
+    let w = Wal::new(env);
+    proxy.set(Some(Rule {
+        method: "PUT",
+        path_contains: "/wal/",
+        times: usize::MAX,
+        fault: Fault::Status(503),
+    }));
+    let o = w.push(7);
+    assert!(!o.status.success(), "a push during 5xx fails");
+    assert!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    proxy.set(None);
+    w.push_ok(7);
+    let (o, dest) = w.fetch(&seg_name(7), &["--prefetch", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(dest).unwrap(), segment(7));
+}
+
+#[test]
+fn gaps_name_the_base_backups_they_cut_and_retention_follows_base_backups() {
+    let w = Wal::new(Env::new());
+    let a = base_backup(&w.env, 2);
+    for n in 2..=9 {
+        w.push_ok(n);
+    }
+    let (code, st) = w.status();
+    assert_eq!(code, Some(0), "{st}");
+    let b = &st["status"]["base_backups"][0];
+    assert_eq!(b["snapshot"].as_str().unwrap(), a);
+    assert_eq!(b["reach"]["consistent"], true);
+    assert_eq!(b["reach"]["last_segment"].as_str().unwrap(), seg_name(9));
+
+    // A hole at segment 6: damage naming the base backup whose range it ends.
+    std::fs::remove_file(w.object(6)).unwrap();
+    let (code, st) = w.status();
+    assert_eq!(code, Some(7));
+    let p = st["problems"].to_string();
+    assert!(p.contains(&seg_name(6)) && p.contains(&a[..8]), "{p}");
+    assert_eq!(
+        st["status"]["base_backups"][0]["reach"]["last_segment"]
+            .as_str()
+            .unwrap(),
+        seg_name(5)
+    );
+    let o = w.env.run(&["fsck"], b"");
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &stderr(&o);
+    assert!(text.contains(&seg_name(6)), "{text}");
+    // Without a key fsck proves every WAL object intact (the gap needs the key to judge).
+    let o = w.env.run(&["fsck", "--no-key"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    w.push_ok(6);
+
+    // Retention: forget the first base backup, keep one from segment 7: segments 2..6 go.
+    let b2 = base_backup(&w.env, 7);
+    let o = w
+        .env
+        .run(&["forget", "--keep-last", "1", "--name", "pg-base"], b"");
+    assert!(o.status.success(), "forget: {}", stderr(&o));
+    let o = w.env.run(&["prune"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    for n in 2..=6 {
+        assert!(
+            !w.object(n).exists(),
+            "segment {n} is older than every base backup kept"
+        );
+    }
+    for n in 7..=9 {
+        assert!(w.object(n).exists(), "segment {n} is needed by {b2}");
+    }
+    let (code, st) = w.status();
+    assert_eq!(code, Some(0), "{st}");
+
+    // With no base backup at all, prune deletes no WAL.
+    let w = Wal::new(Env::new());
+    w.push_ok(2);
+    w.env.backup(b"not a base backup", &[]);
+    assert!(w.env.run(&["prune"], b"").status.success());
+    assert!(w.object(2).exists());
+}
+
+#[test]
+fn prefetch_serves_the_next_segments_from_the_spool() {
+    let w = Wal::new(Env::new());
+    for n in 2..=5 {
+        w.push_ok(n);
+    }
+    let spool = w.env.dir.path().join("spool");
+    let sp = spool.to_str().unwrap().to_string();
+    let (o, dest) = w.fetch(&seg_name(2), &["--prefetch", "2", "--spool", &sp]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dest).unwrap(), segment(2));
+    let t = Instant::now();
+    while !(spool.join(seg_name(3)).exists() && spool.join(seg_name(4)).exists()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "prefetch did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (o, dest) = w.fetch(&seg_name(3), &["--prefetch", "2", "--spool", &sp]);
+    assert!(stderr(&o).contains("prefetched"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&dest).unwrap(), segment(3));
+    // A damaged archive copy is never prefetched either: the spool only holds verified files.
+    let (o, dest) = w.fetch(&seg_name(6), &["--prefetch", "2", "--spool", &sp]);
+    assert_eq!(o.status.code(), Some(1), "past the end: {}", stderr(&o));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn async_push_acknowledges_only_what_is_stored() {
+    let w = Wal::new(Env::new());
+    for n in 2..=6 {
+        w.write(n);
+        std::fs::write(
+            w.pg_wal
+                .join("archive_status")
+                .join(format!("{}.ready", seg_name(n))),
+            b"",
+        )
+        .unwrap();
+    }
+    for n in 2..=6 {
+        let p = w.pg_wal.join(seg_name(n));
+        let o = w
+            .env
+            .run(&["wal", "push", "--async", p.to_str().unwrap()], b"");
+        assert!(o.status.success(), "async push {n}: {}", stderr(&o));
+        // What PostgreSQL does after exit 0.
+        let st = w.pg_wal.join("archive_status");
+        std::fs::rename(
+            st.join(format!("{}.ready", seg_name(n))),
+            st.join(format!("{}.done", seg_name(n))),
+        )
+        .unwrap();
+        let (o, dest) = w.fetch(&seg_name(n), &["--prefetch", "0"]);
+        assert!(
+            o.status.success(),
+            "acknowledged {n} is archived: {}",
+            stderr(&o)
+        );
+        assert_eq!(std::fs::read(dest).unwrap(), segment(n));
+    }
+    // A push that cannot store fails, asynchronously too (a fresh pg_wal: no worker serves it).
+    let w = Wal::new(Env::new());
+    w.write(7);
+    std::fs::write(
+        w.pg_wal
+            .join("archive_status")
+            .join(format!("{}.ready", seg_name(7))),
+        b"",
+    )
+    .unwrap();
+    let mut c = w.env.cmd();
+    c.env("DUMPVAULT_PASSWORD", "wrong");
+    let o = run_with(
+        c,
+        &[
+            "wal",
+            "push",
+            "--async",
+            "--timeout",
+            "20s",
+            w.pg_wal.join(seg_name(7)).to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(!w.object(7).exists());
+}
