@@ -279,7 +279,7 @@ impl Cache {
                 let id: ObjectId = name
                     .parse()
                     .map_err(|_| untrusted("an index file name is not an id"))?;
-                if packs.len() % 32 != 0 {
+                if !packs.len().is_multiple_of(32) {
                     return Err(untrusted("a pack list is not a list of ids"));
                 }
                 let ids: Vec<ObjectId> = packs

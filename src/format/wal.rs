@@ -252,16 +252,13 @@ pub fn open_header(
     ))
 }
 
+/// An opened object: prefix, header, and each frame's info with its (still compressed) bytes.
+pub type Opened = (Prefix, Header, Vec<(FrameInfo, Vec<u8>)>);
+
 /// Open a whole object: trailer, header, then every frame (in parallel). Returns the frames
 /// still compressed as stored, with their raw lengths; the caller decompresses them and
 /// checks the keyed hash of the result against `Header::keyed_id`.
-pub fn decode(
-    key: &MasterKey,
-    cluster: &str,
-    file: &str,
-    name: &str,
-    b: &[u8],
-) -> Result<(Prefix, Header, Vec<(FrameInfo, Vec<u8>)>)> {
+pub fn decode(key: &MasterKey, cluster: &str, file: &str, name: &str, b: &[u8]) -> Result<Opened> {
     check_trailer(name, b)?;
     let (p, h) = open_header(key, cluster, file, name, b)?;
     let mut off = PREFIX_LEN + p.header_len as usize;

@@ -86,7 +86,7 @@ pub fn plan(repo: &mut Repo, opts: &PitrOptions) -> Result<PitrPlan> {
         ));
     }
     // Newest first.
-    bases.sort_by(|a, b| b.backup.start_lsn.cmp(&a.backup.start_lsn));
+    bases.sort_by_key(|b| std::cmp::Reverse(b.backup.start_lsn));
     let fits = |b: &BaseReach| -> std::result::Result<(), String> {
         if let Some(m) = &b.reach.missing_for_consistency {
             return Err(format!(

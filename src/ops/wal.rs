@@ -519,9 +519,12 @@ pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result
     Ok((ss, h.sysid))
 }
 
+/// A cluster's listing, its chain, and the history files that could not be read.
+pub type ChainOf = (Vec<Listed>, Chain, Vec<(String, String)>);
+
 /// Build the chain of `cluster`: the listing, the segment size (from the newest segment's
 /// prefix) and every timeline history file.
-pub fn chain(repo: &Repo, cluster: &str) -> Result<(Vec<Listed>, Chain, Vec<(String, String)>)> {
+pub fn chain(repo: &Repo, cluster: &str) -> Result<ChainOf> {
     let listed = list(repo.backend.as_ref(), cluster)?;
     let seg_size = listed
         .iter()

@@ -51,16 +51,16 @@ fn archive(env: Env) -> Archive {
     );
     assert!(out.status.success(), "key add-machine: {}", stderr(&out));
     if is_root() {
-        for p in [env.dir.path().to_path_buf()] {
-            Command::new("chmod").arg("755").arg(&p).status().unwrap();
-        }
-        for p in [&secret] {
-            Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(p)
-                .status()
-                .unwrap();
-        }
+        Command::new("chmod")
+            .arg("755")
+            .arg(env.dir.path())
+            .status()
+            .unwrap();
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&secret)
+            .status()
+            .unwrap();
         if !env.location.contains("://") {
             Command::new("chown")
                 .args(["-R", "postgres:postgres"])

@@ -207,7 +207,7 @@ fn fetch_exit_codes_absent_damaged_and_unreachable() {
     // Storage unreachable: retried, then 126.
     let dead = Env::uninit();
     let mut c = dead.cmd();
-    c.env("DUMPVAULT_REPO", format!("s3://nobucket/x"))
+    c.env("DUMPVAULT_REPO", "s3://nobucket/x")
         .env(
             "DUMPVAULT_S3_ENDPOINT",
             format!("http://127.0.0.1:{}", free_port()),
