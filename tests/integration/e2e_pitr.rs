@@ -116,6 +116,9 @@ impl Archive {
                 "-Ft",
                 "-X",
                 "fetch",
+                // An immediate checkpoint: a spread one waits most of checkpoint_timeout.
+                "-c",
+                "fast",
             ],
             b"",
         );
