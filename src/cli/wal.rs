@@ -42,6 +42,10 @@ pub(super) enum WalCmd {
         /// default pg_wal/dumpvault-push next to %p.
         #[arg(long)]
         spool: Option<PathBuf>,
+        /// Write WAL archiving metrics (last archived file and time, lag, failed pushes) to
+        /// this file for node_exporter's textfile collector, after every push.
+        #[arg(long, env = "DUMPVAULT_WAL_METRICS_FILE")]
+        wal_metrics_file: Option<PathBuf>,
     },
     /// Restore one WAL file: `restore_command = 'dumpvault wal fetch %f %p'`. Exit 0 fetched,
     /// 1 not in the archive, 126 could not fetch (recovery stops).
@@ -84,20 +88,30 @@ pub(super) fn run(ctx: &Ctx<'_>, cmd: &WalCmd) -> Result<()> {
             async_mode,
             parallel,
             spool,
+            wal_metrics_file,
         } => {
             bound_s3_calls(*timeout);
-            if *async_mode {
-                return super::walspool::push_async(
+            let result = if *async_mode {
+                super::walspool::push_async(
                     ctx,
                     path,
                     &cluster.cluster,
                     *timeout,
                     *parallel,
                     spool.as_deref(),
-                );
+                )
+                .map(|()| None)
+            } else {
+                ctx.open_uncached()
+                    .and_then(|repo| wal::push(&repo, &cluster.cluster, path))
+                    .map(Some)
+            };
+            if let Some(f) = wal_metrics_file {
+                if let Err(e) = write_push_metrics(f, &cluster.cluster, path, result.is_ok()) {
+                    eprintln!("dumpvault: warning: cannot write {}: {e}", f.display());
+                }
             }
-            let repo = ctx.open_uncached()?;
-            let r = wal::push(&repo, &cluster.cluster, path)?;
+            let Some(r) = result? else { return Ok(()) };
             if ctx.cli.json {
                 return print_json(&r);
             }
@@ -209,4 +223,51 @@ fn status(ctx: &Ctx<'_>, cluster: &str) -> Result<()> {
     } else {
         Err(Error::Damaged(format!("{} WAL problem(s)", problems.len())))
     }
+}
+
+/// Rewrite the WAL metrics file after a push. Values of the last success and the failure
+/// counter are carried over from the file's previous content, so it needs no other state.
+fn write_push_metrics(
+    file: &std::path::Path,
+    cluster: &str,
+    path: &std::path::Path,
+    ok: bool,
+) -> std::io::Result<()> {
+    let old = std::fs::read_to_string(file).unwrap_or_default();
+    let prev = |name: &str| -> Option<f64> {
+        old.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let mtime = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    let failures =
+        prev("dumpvault_wal_push_failures_total").unwrap_or(0.0) + if ok { 0.0 } else { 1.0 };
+    let (last_ok, last_mtime, lag) = if ok {
+        (now, mtime, (now - mtime).max(0.0))
+    } else {
+        (
+            prev("dumpvault_wal_last_archived_timestamp_seconds").unwrap_or(0.0),
+            prev("dumpvault_wal_last_archived_file_mtime_seconds").unwrap_or(0.0),
+            prev("dumpvault_wal_archive_lag_seconds").unwrap_or(0.0),
+        )
+    };
+    let l = format!("{{cluster=\"{cluster}\"}}");
+    let mut t = String::new();
+    for (name, kind, help, v) in [
+        ("dumpvault_wal_last_push_success", "gauge", "1 if the last wal push stored its file, 0 if it failed", if ok { 1.0 } else { 0.0 }),
+        ("dumpvault_wal_last_push_timestamp_seconds", "gauge", "When the last wal push ran", now),
+        ("dumpvault_wal_last_archived_timestamp_seconds", "gauge", "When a WAL file was last archived successfully", last_ok),
+        ("dumpvault_wal_last_archived_file_mtime_seconds", "gauge", "Modification time of the last archived file: everything written before it is archived (the RPO point)", last_mtime),
+        ("dumpvault_wal_archive_lag_seconds", "gauge", "How long the last archived file waited between its last write and being stored", lag),
+        ("dumpvault_wal_push_failures_total", "counter", "wal push calls that failed (PostgreSQL retries them)", failures),
+    ] {
+        t.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{l} {v}\n"));
+    }
+    crate::metrics::write_atomic(file, &t)
 }

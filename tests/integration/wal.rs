@@ -451,3 +451,39 @@ fn async_push_acknowledges_only_what_is_stored() {
     assert!(!o.status.success(), "{}", stderr(&o));
     assert!(!w.object(7).exists());
 }
+
+#[test]
+fn push_metrics_record_the_last_archived_file_and_failures() {
+    let w = Wal::new(Env::new());
+    let m = w.env.dir.path().join("wal.prom");
+    let p = w.write(2);
+    let push = |pw: &str| {
+        let mut c = w.env.cmd();
+        c.env("DUMPVAULT_WAL_METRICS_FILE", &m)
+            .env("DUMPVAULT_PASSWORD", pw);
+        run_with(c, &["wal", "push", p.to_str().unwrap()], b"")
+    };
+    let value = |name: &str| -> f64 {
+        let text = std::fs::read_to_string(&m).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{cluster=\"main\"}} ")))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(push(PASSWORD).status.success());
+    assert_eq!(value("dumpvault_wal_last_push_success"), 1.0);
+    assert_eq!(value("dumpvault_wal_push_failures_total"), 0.0);
+    let archived = value("dumpvault_wal_last_archived_timestamp_seconds");
+    assert!(archived > 1.7e9);
+    assert!(value("dumpvault_wal_last_archived_file_mtime_seconds") > 1.7e9);
+    assert!(!push("wrong").status.success());
+    assert!(!push("wrong").status.success());
+    assert_eq!(value("dumpvault_wal_last_push_success"), 0.0);
+    assert_eq!(value("dumpvault_wal_push_failures_total"), 2.0);
+    assert_eq!(
+        value("dumpvault_wal_last_archived_timestamp_seconds"),
+        archived,
+        "kept from the last success"
+    );
+}
