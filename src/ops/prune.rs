@@ -574,7 +574,9 @@ fn prune_wal(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<usiz
     let mut removed = 0;
     for c in clusters {
         let listed = wal::list(repo.backend.as_ref(), &c)?;
-        let (seg_size, sysid) = wal::cluster_identity(repo, &c, &listed)?;
+        let wal::Identity {
+            seg_size, sysid, ..
+        } = wal::cluster_identity(repo, &c, &listed)?;
         let mut kept: Vec<wal::BaseBackup> = bases
             .iter()
             .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))

@@ -164,36 +164,14 @@ pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
         raw_bytes: data.len() as u64,
         stored_bytes,
     };
-    match repo.backend.size(ObjectKind::Wal, &object) {
-        Ok(size) => {
-            // The whole stored copy is read and verified: PostgreSQL deletes its own file once
-            // told it is archived, so a damaged copy must not pass for one.
-            let verified = stored_header(repo, cluster, &file, &object, size)
-                .and_then(|(p, h)| read_file(repo, cluster, &file).map(|_| (p, h)));
-            return match verified {
-                Ok((_, h)) if same(&h) => Ok(report(false, 0)),
-                Ok(_) => conflict(
-                    repo,
-                    cluster,
-                    &file,
-                    &data,
-                    mtime_ms,
-                    keyed,
-                    "different content",
-                ),
-                Err(e) if e.is_corruption() => conflict(
-                    repo,
-                    cluster,
-                    &file,
-                    &data,
-                    mtime_ms,
-                    keyed,
-                    &format!("a damaged copy ({e})"),
-                ),
-                Err(e) => Err(e),
-            };
-        }
+    let refuse = |what: &str| conflict(repo, cluster, &file, &data, mtime_ms, keyed, what);
+    // A stored copy is read whole and verified: PostgreSQL deletes its own file once told it
+    // is archived, so a damaged copy must not pass for one.
+    match read_object(repo, cluster, &file) {
+        Ok((h, _)) if same(&h) => return Ok(report(false, 0)),
+        Ok(_) => return refuse("different content"),
         Err(Error::ObjectNotFound { .. }) => {}
+        Err(e) if e.is_corruption() => return refuse(&format!("a damaged copy ({e})")),
         Err(e) => return Err(e),
     }
     let bytes = build_object(repo, cluster, &file, &data, mtime_ms);
@@ -205,15 +183,7 @@ pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
     let size = repo.backend.size(ObjectKind::Wal, &object)?;
     let (_, h) = stored_header(repo, cluster, &file, &object, size)?;
     if !same(&h) {
-        return conflict(
-            repo,
-            cluster,
-            &file,
-            &data,
-            mtime_ms,
-            keyed,
-            "different content (a concurrent push)",
-        );
+        return refuse("different content (a concurrent push)");
     }
     Ok(report(true, bytes.len() as u64))
 }
@@ -240,21 +210,16 @@ fn conflict(
 /// Read and verify an archived file's whole plaintext. `object` is the stored name under the
 /// cluster (the file name, or a `.conflict-` copy of it).
 pub fn read_file(repo: &Repo, cluster: &str, object: &str) -> Result<Vec<u8>> {
+    read_object(repo, cluster, object).map(|(_, plain)| plain)
+}
+
+/// [`read_file`], with the object's authenticated header.
+fn read_object(repo: &Repo, cluster: &str, object: &str) -> Result<(fmt::Header, Vec<u8>)> {
     let file = object.split(CONFLICT_MARK).next().unwrap_or(object);
     parse_wal_file(file)?;
     let full = object_name(cluster, object);
     let bytes = repo.backend.get(ObjectKind::Wal, &full)?;
-    decode_plain(repo, cluster, file, &full, &bytes)
-}
-
-fn decode_plain(
-    repo: &Repo,
-    cluster: &str,
-    file: &str,
-    full: &str,
-    bytes: &[u8],
-) -> Result<Vec<u8>> {
-    let (_, h, frames) = fmt::decode(&repo.key, cluster, file, full, bytes)?;
+    let (_, h, frames) = fmt::decode(&repo.key, cluster, file, &full, &bytes)?;
     let mut out = vec![0u8; h.plain_len as usize];
     let mut slots = Vec::with_capacity(frames.len());
     let mut rest = out.as_mut_slice();
@@ -267,15 +232,15 @@ fn decode_plain(
         .into_par_iter()
         .zip(frames.par_iter())
         .try_for_each(|(dst, (f, src))| crate::compress::decompress_into(f.compression, src, dst))
-        .map_err(|e| Error::corrupt(ObjectKind::Wal, full, e))?;
+        .map_err(|e| Error::corrupt(ObjectKind::Wal, &full, e))?;
     if keyed_hash(&repo.key.id_key, &out) != h.keyed_id {
         return Err(Error::corrupt(
             ObjectKind::Wal,
-            full,
+            &full,
             "plaintext does not match its keyed hash",
         ));
     }
-    Ok(out)
+    Ok((h, out))
 }
 
 /// Fetch `file` into `dest` (what `restore_command` gets as `%f` and `%p`): written to a
@@ -494,15 +459,34 @@ pub fn prefix_of(backend: &dyn Backend, cluster: &str, file: &str) -> Result<fmt
     fmt::parse_prefix(&object, &b)
 }
 
-/// The segment size and system identifier of `cluster`, from its newest segment (one ranged
-/// read of the prefix and one of the sealed header); defaults and 0 when it has none.
-pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result<(u32, u64)> {
-    let Some(l) = listed
+/// The newest whole segment of a listing.
+fn newest_segment(listed: &[Listed]) -> Option<&Listed> {
+    listed
         .iter()
         .rev()
         .find(|l| l.name.as_ref().is_some_and(|n| n.kind == WalKind::Segment))
-    else {
-        return Ok((pg::DEFAULT_SEGMENT_SIZE, 0));
+}
+
+/// What the newest segment of a cluster says of it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The WAL segment size (the default when unknown).
+    pub seg_size: u32,
+    /// The system identifier (0 when unknown).
+    pub sysid: u64,
+    /// The newest segment's name and source mtime (Unix ms).
+    pub newest: Option<(String, i64)>,
+}
+
+/// The [`Identity`] of `cluster`, from its newest segment (one ranged read of the prefix
+/// and one of the sealed header); defaults when it has none.
+pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result<Identity> {
+    let Some(l) = newest_segment(listed) else {
+        return Ok(Identity {
+            seg_size: pg::DEFAULT_SEGMENT_SIZE,
+            sysid: 0,
+            newest: None,
+        });
     };
     let (p, h) = stored_header(
         repo,
@@ -511,30 +495,25 @@ pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result
         &object_name(cluster, &l.file),
         l.size,
     )?;
-    let ss = if p.seg_size == 0 {
-        pg::DEFAULT_SEGMENT_SIZE
-    } else {
-        p.seg_size
-    };
-    Ok((ss, h.sysid))
+    Ok(Identity {
+        seg_size: if p.seg_size == 0 {
+            pg::DEFAULT_SEGMENT_SIZE
+        } else {
+            p.seg_size
+        },
+        sysid: h.sysid,
+        newest: Some((l.file.clone(), p.mtime_ms)),
+    })
 }
 
-/// A cluster's listing, its chain, and the history files that could not be read.
-pub type ChainOf = (Vec<Listed>, Chain, Vec<(String, String)>);
-
-/// Build the chain of `cluster`: the listing, the segment size (from the newest segment's
-/// prefix) and every timeline history file.
-pub fn chain(repo: &Repo, cluster: &str) -> Result<ChainOf> {
-    let listed = list(repo.backend.as_ref(), cluster)?;
-    let seg_size = listed
-        .iter()
-        .rev()
-        .find(|l| l.name.as_ref().is_some_and(|n| n.kind == WalKind::Segment))
-        .map(|l| prefix_of(repo.backend.as_ref(), cluster, &l.file))
-        .transpose()?
-        .map(|p| p.seg_size)
-        .filter(|&s| s != 0)
-        .unwrap_or(pg::DEFAULT_SEGMENT_SIZE);
+/// The chain of a listed cluster, with every timeline history file read, and the history
+/// files that could not be read (damage).
+pub fn chain(
+    repo: &Repo,
+    cluster: &str,
+    listed: &[Listed],
+    seg_size: u32,
+) -> Result<(Chain, Vec<(String, String)>)> {
     let archived: Vec<Archived> = listed
         .iter()
         .filter_map(|l| {
@@ -546,7 +525,7 @@ pub fn chain(repo: &Repo, cluster: &str) -> Result<ChainOf> {
         .collect();
     let mut c = Chain::new(seg_size, &archived);
     let mut damaged = Vec::new();
-    for l in &listed {
+    for l in listed {
         if l.name.as_ref().is_some_and(|n| n.kind == WalKind::History) {
             let tl = l.name.as_ref().map_or(0, |n| n.timeline);
             match read_file(repo, cluster, &l.file).and_then(|b| {
@@ -561,23 +540,24 @@ pub fn chain(repo: &Repo, cluster: &str) -> Result<ChainOf> {
             }
         }
     }
-    Ok((listed, c, damaged))
+    Ok((c, damaged))
 }
 
 /// `wal status`: ranges, gaps and the PITR window of every base backup.
 pub fn status(repo: &mut Repo, cluster: &str) -> Result<WalStatus> {
     check_cluster(cluster)?;
-    let (listed, chain, damaged) = chain(repo, cluster)?;
+    let listed = list(repo.backend.as_ref(), cluster)?;
+    let id = cluster_identity(repo, cluster, &listed)?;
+    let (chain, damaged) = chain(repo, cluster, &listed, id.seg_size)?;
     let snaps = repo.snapshots()?;
     // Base backups of another cluster (another system identifier) are not this one's.
-    let (_, sysid) = cluster_identity(repo, cluster, &listed)?;
+    let sysid = id.sysid;
     let mut bases = Vec::new();
     for b in base_backups(&snaps)
         .into_iter()
         .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))
     {
-        let reach = chain.reach(&b.point(), None);
-        let mut reach = reach;
+        let mut reach = chain.reach(&b.point(), None);
         if let Some(last) = &reach.last_segment {
             if let Ok(p) = prefix_of(repo.backend.as_ref(), cluster, last) {
                 reach.until_mtime_ms = Some(p.mtime_ms);
@@ -590,14 +570,9 @@ pub fn status(repo: &mut Repo, cluster: &str) -> Result<WalStatus> {
             pitr_until,
         });
     }
-    let last = listed
-        .iter()
-        .rev()
-        .find(|l| l.name.as_ref().is_some_and(|n| n.kind == WalKind::Segment))
-        .map(|l| l.file.clone());
-    let last_segment_time = match &last {
-        Some(f) => ms_time(prefix_of(repo.backend.as_ref(), cluster, f)?.mtime_ms),
-        None => None,
+    let (last, last_segment_time) = match id.newest {
+        Some((f, mtime)) => (Some(f), ms_time(mtime)),
+        None => (None, None),
     };
     Ok(WalStatus {
         cluster: cluster.to_string(),
