@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 pub use crate::cache::LocalEvent;
 use crate::format::verification::Verification;
 use crate::id::ObjectId;
+use crate::ops::wal::WalStatus;
 use crate::snapshot::{SnapshotEntry, Source};
 
 pub struct Input<'a> {
@@ -35,6 +36,8 @@ pub struct Input<'a> {
     /// Backup attempts from this machine, from the cache: failed backups commit no snapshot, so
     /// only these make a failure visible before the staleness alert.
     pub backups: &'a [BackupAttempts],
+    /// The chain report of every cluster with archived WAL (empty for none).
+    pub wal: &'a [WalStatus],
     pub now: DateTime<Utc>,
 }
 
@@ -351,7 +354,7 @@ pub fn render(input: &Input<'_>) -> String {
             );
         }
     }
-    let rl = labels(&[("repo".to_string(), repo)]);
+    let rl = labels(&[("repo".to_string(), repo.clone())]);
     fam.add(
         "dumpvault_repository_snapshots",
         "Readable snapshots in the repository.",
@@ -378,6 +381,9 @@ pub fn render(input: &Input<'_>) -> String {
             f.code as f64,
         );
     }
+    for w in input.wal {
+        render_wal(&mut fam, &repo, w);
+    }
     fam.add(
         "dumpvault_metrics_generated_timestamp_seconds",
         "When this file was written.",
@@ -385,6 +391,78 @@ pub fn render(input: &Input<'_>) -> String {
         input.now.timestamp() as f64,
     );
     fam.render()
+}
+
+/// One cluster's chain: what is archived, its damage, and the PITR window of each base backup.
+fn render_wal(fam: &mut Families, repo: &str, w: &WalStatus) {
+    let cl = labels(&[
+        ("repo".to_string(), repo.to_string()),
+        ("cluster".to_string(), w.cluster.clone()),
+    ]);
+    fam.add(
+        "dumpvault_wal_archived_files",
+        "Files archived for the cluster (segments, .partial, .backup, .history).",
+        &cl,
+        w.files as f64,
+    );
+    fam.add(
+        "dumpvault_wal_stored_bytes",
+        "Stored bytes of the cluster's archived WAL.",
+        &cl,
+        w.stored_bytes as f64,
+    );
+    if let Some(t) = w.last_segment_time {
+        fam.add(
+            "dumpvault_wal_newest_segment_timestamp_seconds",
+            "When the newest archived segment's content was last written (its source mtime).",
+            &cl,
+            t.timestamp() as f64,
+        );
+    }
+    fam.add(
+        "dumpvault_wal_gaps",
+        "Gaps in the archived chain, over all timelines (any gap is damage).",
+        &cl,
+        w.timelines.iter().map(|t| t.gaps.len()).sum::<usize>() as f64,
+    );
+    fam.add(
+        "dumpvault_wal_problems",
+        "Problems wal status reports for the cluster: gaps, conflicting copies, unreadable history files, base backups that cannot reach consistency.",
+        &cl,
+        w.problems().len() as f64,
+    );
+    for b in &w.base_backups {
+        let bl = labels(&[
+            ("repo".to_string(), repo.to_string()),
+            ("cluster".to_string(), w.cluster.clone()),
+            ("name".to_string(), b.backup.name.clone()),
+            (
+                "snapshot".to_string(),
+                b.backup.snapshot.get(..8).unwrap_or("").to_string(),
+            ),
+        ]);
+        let ok = b.reach.missing_for_consistency.is_none();
+        fam.add(
+            "dumpvault_pitr_restorable",
+            "1 if the base backup can be restored to consistency from the archive, else 0.",
+            &bl,
+            if ok { 1.0 } else { 0.0 },
+        );
+        fam.add(
+            "dumpvault_pitr_window_start_timestamp_seconds",
+            "The earliest time PITR from this base backup reaches (when the backup was complete).",
+            &bl,
+            b.backup.done.timestamp() as f64,
+        );
+        if let Some(u) = b.pitr_until.filter(|_| ok) {
+            fam.add(
+                "dumpvault_pitr_window_end_timestamp_seconds",
+                "The latest time PITR from this base backup reaches with the WAL archived now.",
+                &bl,
+                u.timestamp() as f64,
+            );
+        }
+    }
 }
 
 /// Replace `path` atomically with `text`: temp file beside it, fsync, rename, fsync the dir.
@@ -477,6 +555,7 @@ mod tests {
                 code: 7,
             }),
             backups: &[],
+            wal: &[],
             now: DateTime::from_timestamp(400, 0).unwrap(),
         });
         let shop =
@@ -564,6 +643,7 @@ mod tests {
             verifications: &[],
             fsck: None,
             backups: &backups,
+            wal: &[],
             now: DateTime::from_timestamp(400, 0).unwrap(),
         });
         let shop = r#"repo="abababababababab",name="shop",host="db1""#;

@@ -312,12 +312,18 @@ pub(super) fn write_metrics(ctx: &Ctx<'_>, repo: &mut Repo) {
             .and_then(|c| c.events_with_prefix("backup-").ok())
             .map(|e| metrics::backup_attempts(&e))
             .unwrap_or_default();
+        // WAL figures are a part of the file, not a reason to write none of it.
+        let wal = wal_statuses(repo).unwrap_or_else(|e| {
+            eprintln!("dumpvault: warning: metrics file: WAL chain left out: {e}");
+            Vec::new()
+        });
         let text = metrics::render(&metrics::Input {
             repo_id: &repo.config.repo_id,
             snapshots: &snapshots,
             verifications: &records,
             fsck,
             backups: &backups,
+            wal: &wal,
             now: chrono::Utc::now(),
         });
         metrics::write_atomic(path, &text)
@@ -326,6 +332,14 @@ pub(super) fn write_metrics(ctx: &Ctx<'_>, repo: &mut Repo) {
     if let Err(e) = result {
         eprintln!("dumpvault: warning: metrics file not written: {e}");
     }
+}
+
+/// The chain report of every cluster with archived WAL.
+fn wal_statuses(repo: &mut Repo) -> Result<Vec<crate::ops::wal::WalStatus>> {
+    crate::ops::wal::clusters(repo.backend.as_ref())?
+        .iter()
+        .map(|c| crate::ops::wal::status(repo, c))
+        .collect()
 }
 
 /// `--json` entries for snapshots that cannot be read: `{"id", "damaged": true, "error"}`.

@@ -35,6 +35,11 @@ pub(super) struct CopyArgs {
     /// Run this shell command and use its output as the target's password.
     #[arg(long, env = "DUMPVAULT_TO_PASSWORD_COMMAND")]
     pub(super) to_password_command: Option<String>,
+    /// Do not carry archived WAL (`wal/`, every cluster) over. By default every archived file
+    /// the target lacks is copied after the snapshots, so base backups stay restorable to a
+    /// point in time there.
+    #[arg(long)]
+    pub(super) no_wal: bool,
 }
 
 pub(super) fn run(ctx: &Ctx<'_>, a: &CopyArgs) -> Result<()> {
@@ -65,7 +70,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &CopyArgs) -> Result<()> {
             format!("new {} [{}]", human(p.new_bytes), p.snapshot)
         });
     };
-    let r = copy::copy(&mut src, &mut dst, &selected, report);
+    let r = copy::copy(&mut src, &mut dst, &selected, !a.no_wal, report);
     bar.finish();
     let r = r?;
     if ctx.cli.json {
@@ -95,6 +100,24 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &CopyArgs) -> Result<()> {
         r.present,
         r.duration_ms as f64 / 1000.0
     ));
+    for w in &r.wal {
+        ctx.say(format!(
+            "WAL of cluster {}: copied {} file(s) ({}, {} stored), {} already present{}",
+            w.cluster,
+            w.copied,
+            human(w.bytes),
+            human(w.stored_bytes),
+            w.present,
+            if w.conflicts_skipped > 0 {
+                format!(
+                    ", {} conflicting copy(ies) left in the source",
+                    w.conflicts_skipped
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     Ok(())
 }
 

@@ -89,6 +89,23 @@ pub(super) fn run(ctx: &Ctx<'_>, f: &FilterArgs) -> Result<()> {
                 .collect();
             w(&mut out, format!("          streams: {}", names.join(", ")))?;
         }
+        // Base backups say which WAL they need: from their start to their end (consistency).
+        for b in sn
+            .streams
+            .iter()
+            .filter_map(|x| x.dump.as_ref()?.base_backup.as_ref())
+        {
+            w(
+                &mut out,
+                format!(
+                    "          base backup: timeline {}, WAL {} .. {}{}",
+                    b.timeline,
+                    b.start_lsn,
+                    b.end_lsn.map_or("?".to_string(), |l| l.to_string()),
+                    if b.wal_included { ", WAL included" } else { "" }
+                ),
+            )?;
+        }
     }
     drop(out);
     damaged_result(&damaged)

@@ -27,6 +27,42 @@ pub(super) fn run(ctx: &Ctx<'_>) -> Result<()> {
         human(s.chunker[2] as u64),
         human(s.pack_target as u64)
     );
+    for w in &s.wal {
+        println!(
+            "WAL {:<10} {} files, {} stored{}",
+            w.cluster,
+            w.files,
+            human(w.stored_bytes),
+            match (&w.last_segment, w.last_segment_time) {
+                (Some(l), Some(t)) => format!(
+                    "; newest {l}, written {}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                _ => String::new(),
+            }
+        );
+        for t in &w.timelines {
+            let ranges: Vec<String> = t
+                .ranges
+                .iter()
+                .map(|r| format!("{} .. {} ({})", r.first, r.last, r.segments))
+                .collect();
+            println!(
+                "  timeline {}: {}{}",
+                t.timeline,
+                if ranges.is_empty() {
+                    "no segments".to_string()
+                } else {
+                    ranges.join(", ")
+                },
+                if t.gaps.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} gap(s), see `dumpvault wal status`", t.gaps.len())
+                }
+            );
+        }
+    }
     damaged(&s)
 }
 

@@ -163,6 +163,7 @@ fn status(ctx: &Ctx<'_>, cluster: &str) -> Result<()> {
     let mut repo = ctx.open()?;
     let st = wal::status(&mut repo, cluster)?;
     let problems = st.problems();
+    super::common::write_metrics(ctx, &mut repo);
     if ctx.cli.json {
         print_json(&serde_json::json!({ "status": st, "problems": problems }))?;
     } else {

@@ -26,6 +26,13 @@
 //! target. A record is skipped when the target already holds one with the same content (same
 //! drill, same target snapshot): re-running a copy adds no duplicates.
 //!
+//! WAL (`wal/`, format-spec/13-wal.md) travels file by file: each archived file the target
+//! lacks (by name, one listing per cluster) is read and verified in the source (trailer, every
+//! frame, the keyed hash of the plaintext) and archived in the target exactly as `wal push`
+//! would, with the source's modification time, then read back. A name the target already
+//! holds is left alone (its content is `fsck`'s business there), so a re-run costs one listing
+//! per cluster. `.conflict-` copies are not carried: they wait for a person in the source.
+//!
 //! Invariant: a restore failure can never look like a clean end of stream. The pipe's EOF only
 //! ends the reading; the stream's `finish` waits for the restore's verdict and any error stops
 //! the commit.
@@ -36,6 +43,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -43,6 +51,7 @@ use crate::id::ObjectId;
 use crate::ops::backup::{self, BackupOptions, BackupStats, OpenedStream, StreamInput};
 use crate::ops::restore::{self, RestoreStats};
 use crate::ops::verify::{self, Verification};
+use crate::ops::wal;
 use crate::repo::Repo;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 
@@ -82,8 +91,29 @@ pub struct CopyReport {
     pub new_bytes: u64,
     /// Drill records written to the target (re-targeted at the copied snapshots).
     pub verifications_copied: u64,
+    /// Archived WAL, per cluster (empty when WAL was not asked for or there is none).
+    pub wal: Vec<WalCopied>,
     pub duration_ms: u64,
 }
+
+/// What `copy` did with one cluster's archived WAL.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WalCopied {
+    pub cluster: String,
+    /// Files archived in the target now.
+    pub copied: u64,
+    /// Files the target already had under the same name.
+    pub present: u64,
+    /// `.conflict-` copies in the source, not carried over.
+    pub conflicts_skipped: u64,
+    /// Plaintext bytes of the copied files.
+    pub bytes: u64,
+    /// Stored bytes they added to the target.
+    pub stored_bytes: u64,
+}
+
+/// Files archived at once while copying WAL: the work is mostly waiting on storage.
+const WAL_COPY_PARALLEL: usize = 8;
 
 /// Running totals for progress displays.
 #[derive(Debug, Clone, Default)]
@@ -111,12 +141,14 @@ fn identity(s: &Snapshot) -> Identity {
 }
 
 /// Copy `selected` (snapshots of `src`) into `dst`, oldest first, skipping those `dst` already
-/// holds. Holds a shared lock on the source for the whole run, so a prune there cannot delete
-/// data under the copy; each copied snapshot is one backup (with its own lock) in the target.
+/// holds, then (with `wal`) every cluster's archived WAL. Holds a shared lock on the source for
+/// the whole run, so a prune there cannot delete data or WAL under the copy; each copied
+/// snapshot is one backup (with its own lock) in the target.
 pub fn copy(
     src: &mut Repo,
     dst: &mut Repo,
     selected: &[SnapshotEntry],
+    wal: bool,
     mut progress: impl FnMut(&CopyProgress),
 ) -> Result<CopyReport> {
     let started = Instant::now();
@@ -199,6 +231,9 @@ pub fn copy(
         report.snapshots.push(done);
     }
     report.verifications_copied = copy_records(src, dst, &report.snapshots)?;
+    if wal {
+        report.wal = copy_wal(src, dst)?;
+    }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -238,6 +273,58 @@ fn copy_records(src: &Repo, dst: &Repo, done: &[CopiedSnapshot]) -> Result<u64> 
         written += 1;
     }
     Ok(written)
+}
+
+/// Carry every cluster's archived WAL that the target lacks into it (see the module
+/// comment). Files are copied several at once; one that fails stops the copy with its error
+/// (those stored before it stay: each is whole on its own).
+fn copy_wal(src: &Repo, dst: &Repo) -> Result<Vec<WalCopied>> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(WAL_COPY_PARALLEL)
+        .build()
+        .map_err(|e| Error::Backend(format!("copy: cannot start WAL copy threads: {e}")))?;
+    let (from, to) = (wal::Archive::of(src), wal::Archive::of(dst));
+    let mut out = Vec::new();
+    for cluster in wal::clusters(src.backend.as_ref())? {
+        let listed = wal::list(src.backend.as_ref(), &cluster)?;
+        let have: HashSet<String> = wal::list(dst.backend.as_ref(), &cluster)?
+            .into_iter()
+            .map(|l| l.file)
+            .collect();
+        let mut c = WalCopied {
+            cluster: cluster.clone(),
+            ..Default::default()
+        };
+        let mut todo = Vec::new();
+        for l in &listed {
+            if l.conflict {
+                c.conflicts_skipped += 1;
+            } else if have.contains(&l.file) {
+                c.present += 1;
+            } else {
+                todo.push(l.file.as_str());
+            }
+        }
+        let done: Vec<wal::PushReport> = pool.install(|| {
+            todo.par_iter()
+                .with_max_len(1)
+                .map(|f| {
+                    if crate::signals::interrupted() {
+                        return Err(Error::Interrupted);
+                    }
+                    let o = wal::read_object(from, &cluster, f)?;
+                    wal::store(to, &cluster, f, &o.data, o.prefix.mtime_ms)
+                })
+                .collect::<Result<_>>()
+        })?;
+        for r in done {
+            c.copied += 1;
+            c.bytes += r.raw_bytes;
+            c.stored_bytes += r.stored_bytes;
+        }
+        out.push(c);
+    }
+    Ok(out)
 }
 
 /// Copy one snapshot: a thread restores its streams, in order, into one pipe each; this

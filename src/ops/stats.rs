@@ -27,6 +27,21 @@ pub struct RepoStats {
     /// the JSON when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged_snapshots: Vec<DamagedInfo>,
+    /// Archived WAL, one entry per cluster (empty when nothing is archived).
+    pub wal: Vec<WalStats>,
+}
+
+/// One cluster's archived WAL: what is stored and the ranges it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalStats {
+    pub cluster: String,
+    pub files: u64,
+    pub stored_bytes: u64,
+    pub seg_size: u32,
+    /// Per timeline: the archived ranges, the gaps between them, `.partial` files.
+    pub timelines: Vec<crate::pg::TimelineReport>,
+    pub last_segment: Option<String>,
+    pub last_segment_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A snapshot `stats` could not read, and why.
@@ -43,6 +58,19 @@ pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
     // name the rest (the CLI then exits 7).
     let (snaps, damaged) = repo.snapshots_lenient()?;
     let blobs = repo.index()?.len();
+    let mut wal = Vec::new();
+    for cluster in crate::ops::wal::clusters(repo.backend.as_ref())? {
+        let st = crate::ops::wal::status(repo, &cluster)?;
+        wal.push(WalStats {
+            cluster,
+            files: st.files,
+            stored_bytes: st.stored_bytes,
+            seg_size: st.seg_size,
+            timelines: st.timelines,
+            last_segment: st.last_segment,
+            last_segment_time: st.last_segment_time,
+        });
+    }
     let pack_bytes = packs.iter().fold(0u64, |a, (_, s)| a.saturating_add(*s));
     let logical_bytes = snaps
         .iter()
@@ -77,5 +105,6 @@ pub fn stats(repo: &mut Repo) -> Result<RepoStats> {
                 error: d.error.to_string(),
             })
             .collect(),
+        wal,
     })
 }

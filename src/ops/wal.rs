@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::Backend;
+use crate::crypto::MasterKey;
 use crate::error::{Error, ObjectKind, Result};
 use crate::format::pack::Compression;
 use crate::format::wal::{self as fmt, Frame, FRAME_LEN, PREFIX_LEN};
@@ -77,15 +78,35 @@ fn keyed_hash(id_key: &[u8; 32], data: &[u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// What WAL archiving needs of a repository: its storage, its key and its zstd level. Unlike
+/// a [`Repo`] (whose cache is one SQLite connection) it can be shared between threads, so
+/// `copy` can carry several files at once.
+#[derive(Clone, Copy)]
+pub struct Archive<'a> {
+    pub backend: &'a dyn Backend,
+    pub key: &'a MasterKey,
+    pub zstd_level: i32,
+}
+
+impl<'a> Archive<'a> {
+    pub fn of(repo: &'a Repo) -> Archive<'a> {
+        Archive {
+            backend: repo.backend.as_ref(),
+            key: &repo.key,
+            zstd_level: repo.config.zstd_level,
+        }
+    }
+}
+
 /// Seal `data` as the WAL object for `file`: compressed and sealed frame by frame, in parallel.
-fn build_object(repo: &Repo, cluster: &str, file: &str, data: &[u8], mtime_ms: i64) -> Vec<u8> {
+fn build_object(ar: Archive<'_>, cluster: &str, file: &str, data: &[u8], mtime_ms: i64) -> Vec<u8> {
     let name = WalName::parse(file);
     let header = match name.as_ref().map(|n| n.kind) {
         Some(WalKind::Segment | WalKind::Partial) => pg::segment_header(data),
         _ => None,
     };
     let (sysid, seg_size) = header.unwrap_or((0, 0));
-    let level = repo.config.zstd_level;
+    let level = ar.zstd_level;
     let frames: Vec<Frame> = data
         .par_chunks(FRAME_LEN)
         .map(|c| match crate::compress::compress(level, c) {
@@ -102,14 +123,14 @@ fn build_object(repo: &Repo, cluster: &str, file: &str, data: &[u8], mtime_ms: i
         })
         .collect();
     fmt::encode(
-        &repo.key,
+        ar.key,
         cluster,
         file,
         seg_size,
         mtime_ms,
         data.len() as u64,
         sysid,
-        keyed_hash(&repo.key.id_key, data),
+        keyed_hash(&ar.key.id_key, data),
         chrono::Utc::now().timestamp_millis(),
         frames,
     )
@@ -117,18 +138,18 @@ fn build_object(repo: &Repo, cluster: &str, file: &str, data: &[u8], mtime_ms: i
 
 /// Read the stored header of `object` (one ranged read).
 fn stored_header(
-    repo: &Repo,
+    ar: Archive<'_>,
     cluster: &str,
     file: &str,
     object: &str,
     size: u64,
 ) -> Result<(fmt::Prefix, fmt::Header)> {
-    let b = repo.backend.as_ref();
+    let b = ar.backend;
     let first = get_range_exact(b, ObjectKind::Wal, object, 0, (PREFIX_LEN as u64).min(size))?;
     let p = fmt::parse_prefix(object, &first)?;
     let want = (PREFIX_LEN as u64 + u64::from(p.header_len)).min(size);
     let head = get_range_exact(b, ObjectKind::Wal, object, 0, want)?;
-    fmt::open_header(&repo.key, cluster, file, object, &head)
+    fmt::open_header(ar.key, cluster, file, object, &head)
 }
 
 /// Archive the file at `path` (what `archive_command` gets as `%p`).
@@ -155,33 +176,47 @@ pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
-    let object = object_name(cluster, &file);
-    let keyed = keyed_hash(&repo.key.id_key, &data);
+    store(Archive::of(repo), cluster, &file, &data, mtime_ms)
+}
+
+/// Archive `data` as `file` of `cluster`, with `mtime_ms` as its source modification time:
+/// the whole of a push once the file is read (and what `copy` uses to carry WAL over).
+pub fn store(
+    ar: Archive<'_>,
+    cluster: &str,
+    file: &str,
+    data: &[u8],
+    mtime_ms: i64,
+) -> Result<PushReport> {
+    check_cluster(cluster)?;
+    parse_wal_file(file)?;
+    let object = object_name(cluster, file);
+    let keyed = keyed_hash(&ar.key.id_key, data);
     let same = |h: &fmt::Header| h.keyed_id == keyed && h.plain_len == data.len() as u64;
     let report = |stored, stored_bytes| PushReport {
-        file: file.clone(),
+        file: file.to_string(),
         stored,
         raw_bytes: data.len() as u64,
         stored_bytes,
     };
-    let refuse = |what: &str| conflict(repo, cluster, &file, &data, mtime_ms, keyed, what);
+    let refuse = |what: &str| conflict(ar, cluster, file, data, mtime_ms, keyed, what);
     // A stored copy is read whole and verified: PostgreSQL deletes its own file once told it
     // is archived, so a damaged copy must not pass for one.
-    match read_object(repo, cluster, &file) {
-        Ok((h, _)) if same(&h) => return Ok(report(false, 0)),
+    match read_object(ar, cluster, file) {
+        Ok(o) if same(&o.header) => return Ok(report(false, 0)),
         Ok(_) => return refuse("different content"),
         Err(Error::ObjectNotFound { .. }) => {}
         Err(e) if e.is_corruption() => return refuse(&format!("a damaged copy ({e})")),
         Err(e) => return Err(e),
     }
-    let bytes = build_object(repo, cluster, &file, &data, mtime_ms);
+    let bytes = build_object(ar, cluster, file, data, mtime_ms);
     crate::failpoint::hit("wal-push-before-put");
-    repo.backend.put(ObjectKind::Wal, &object, &bytes)?;
+    ar.backend.put(ObjectKind::Wal, &object, &bytes)?;
     crate::failpoint::hit("wal-push-after-put");
     // Read back: proves the object is there, whole, and ours (a concurrent push of other
     // content under the same name would have won the race and be found here).
-    let size = repo.backend.size(ObjectKind::Wal, &object)?;
-    let (_, h) = stored_header(repo, cluster, &file, &object, size)?;
+    let size = ar.backend.size(ObjectKind::Wal, &object)?;
+    let (_, h) = stored_header(ar, cluster, file, &object, size)?;
     if !same(&h) {
         return refuse("different content (a concurrent push)");
     }
@@ -189,7 +224,7 @@ pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
 }
 
 fn conflict(
-    repo: &Repo,
+    ar: Archive<'_>,
     cluster: &str,
     file: &str,
     data: &[u8],
@@ -199,8 +234,8 @@ fn conflict(
 ) -> Result<PushReport> {
     let copy = format!("{file}{CONFLICT_MARK}{}", &hex::encode(keyed)[..16]);
     // Sealed under the real file name, so it opens (and can be fetched by hand) as that file.
-    let bytes = build_object(repo, cluster, file, data, mtime_ms);
-    repo.backend
+    let bytes = build_object(ar, cluster, file, data, mtime_ms);
+    ar.backend
         .put(ObjectKind::Wal, &object_name(cluster, &copy), &bytes)?;
     Err(Error::WalConflict(format!(
         "{file} is already archived with {what}; the archived copy is kept, and this one is kept beside it as wal/{cluster}/{copy}. Compare them (dumpvault wal fetch {copy} FILE) and remove the wrong one by hand; archiving stays blocked until then"
@@ -210,16 +245,24 @@ fn conflict(
 /// Read and verify an archived file's whole plaintext. `object` is the stored name under the
 /// cluster (the file name, or a `.conflict-` copy of it).
 pub fn read_file(repo: &Repo, cluster: &str, object: &str) -> Result<Vec<u8>> {
-    read_object(repo, cluster, object).map(|(_, plain)| plain)
+    read_object(Archive::of(repo), cluster, object).map(|o| o.data)
 }
 
-/// [`read_file`], with the object's authenticated header.
-fn read_object(repo: &Repo, cluster: &str, object: &str) -> Result<(fmt::Header, Vec<u8>)> {
+/// An archived file as read and verified: its clear prefix, authenticated header and
+/// plaintext.
+pub struct WalObject {
+    pub prefix: fmt::Prefix,
+    pub header: fmt::Header,
+    pub data: Vec<u8>,
+}
+
+/// [`read_file`], with the object's prefix and authenticated header.
+pub fn read_object(ar: Archive<'_>, cluster: &str, object: &str) -> Result<WalObject> {
     let file = object.split(CONFLICT_MARK).next().unwrap_or(object);
     parse_wal_file(file)?;
     let full = object_name(cluster, object);
-    let bytes = repo.backend.get(ObjectKind::Wal, &full)?;
-    let (_, h, frames) = fmt::decode(&repo.key, cluster, file, &full, &bytes)?;
+    let bytes = ar.backend.get(ObjectKind::Wal, &full)?;
+    let (prefix, h, frames) = fmt::decode(ar.key, cluster, file, &full, &bytes)?;
     let mut out = vec![0u8; h.plain_len as usize];
     let mut slots = Vec::with_capacity(frames.len());
     let mut rest = out.as_mut_slice();
@@ -233,14 +276,18 @@ fn read_object(repo: &Repo, cluster: &str, object: &str) -> Result<(fmt::Header,
         .zip(frames.par_iter())
         .try_for_each(|(dst, (f, src))| crate::compress::decompress_into(f.compression, src, dst))
         .map_err(|e| Error::corrupt(ObjectKind::Wal, &full, e))?;
-    if keyed_hash(&repo.key.id_key, &out) != h.keyed_id {
+    if keyed_hash(&ar.key.id_key, &out) != h.keyed_id {
         return Err(Error::corrupt(
             ObjectKind::Wal,
             &full,
             "plaintext does not match its keyed hash",
         ));
     }
-    Ok((h, out))
+    Ok(WalObject {
+        prefix,
+        header: h,
+        data: out,
+    })
 }
 
 /// Fetch `file` into `dest` (what `restore_command` gets as `%f` and `%p`): written to a
@@ -315,6 +362,7 @@ pub fn clusters(backend: &dyn Backend) -> Result<Vec<String>> {
         .into_iter()
         .filter_map(|(n, _)| n.split_once('/').map(|(c, _)| c.to_string()))
         .collect();
+    c.sort();
     c.dedup();
     Ok(c)
 }
@@ -489,7 +537,7 @@ pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result
         });
     };
     let (p, h) = stored_header(
-        repo,
+        Archive::of(repo),
         cluster,
         &l.file,
         &object_name(cluster, &l.file),

@@ -132,7 +132,8 @@ fn push_fetch_round_trip_idempotence_and_conflict() {
         "stored {} bytes",
         before.len()
     );
-    assert!(!before.windows(16).any(|x| x == &segment(2)[4096..4112]));
+    let probe = &segment(2)[4096..4112];
+    assert!(!before.windows(16).any(|x| x == probe));
 
     // Other content under an archived name: refused, and both copies kept.
     std::fs::write(w.pg_wal.join(seg_name(2)), segment(99)).unwrap();
@@ -485,5 +486,115 @@ fn push_metrics_record_the_last_archived_file_and_failures() {
         value("dumpvault_wal_last_archived_timestamp_seconds"),
         archived,
         "kept from the last success"
+    );
+}
+
+#[test]
+fn copy_carries_wal_and_stats_snapshots_and_metrics_show_its_ranges() {
+    let w = Wal::new(Env::new());
+    let base = base_backup(&w.env, 2);
+    for n in 2..=5 {
+        w.push_ok(n);
+    }
+    // `snapshots` shows which WAL a base backup needs, without listing the archive.
+    let o = w.env.run(&["snapshots"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let start = dumpvault::pg::Lsn(2 * u64::from(SS) + 40).to_string();
+    let end = dumpvault::pg::Lsn(3 * u64::from(SS) + 256).to_string();
+    assert!(
+        text.contains(&format!("base backup: timeline 1, WAL {start} .. {end}")),
+        "{text}"
+    );
+    // `stats` shows the archived ranges per cluster and timeline.
+    let o = w.env.run(&["--json", "stats"], b"");
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let wal = &st["wal"][0];
+    assert_eq!(wal["cluster"], "main");
+    assert_eq!(wal["files"], 4);
+    let r = &wal["timelines"][0]["ranges"][0];
+    assert_eq!(
+        (r["first"].as_str().unwrap(), r["last"].as_str().unwrap()),
+        (seg_name(2).as_str(), seg_name(5).as_str())
+    );
+    // `wal status --metrics-file` exports the PITR window of the base backup.
+    let m = w.env.dir.path().join("dv.prom");
+    let o = w.env.run(
+        &["--metrics-file", m.to_str().unwrap(), "wal", "status"],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let prom = std::fs::read_to_string(&m).unwrap();
+    let sel = format!(
+        "cluster=\"main\",name=\"pg-base\",snapshot=\"{}\"",
+        &base[..8]
+    );
+    assert!(prom.contains("dumpvault_pitr_restorable{repo="), "{prom}");
+    let line = |name: &str| {
+        prom.lines()
+            .find(|l| l.starts_with(name) && l.contains(&sel))
+            .unwrap_or_else(|| panic!("{name} for {sel}: {prom}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(line("dumpvault_pitr_restorable"), 1.0);
+    let mtime = std::fs::metadata(w.pg_wal.join(seg_name(5)))
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    assert_eq!(
+        line("dumpvault_pitr_window_end_timestamp_seconds"),
+        mtime,
+        "the window ends at the newest segment's source mtime"
+    );
+    assert!(prom.contains("dumpvault_wal_gaps{repo="), "{prom}");
+
+    // `copy` carries the WAL: byte-exact in the target, then a re-run copies nothing.
+    let dst = Wal::new(Env::new());
+    let copy = |extra: &[&str]| -> serde_json::Value {
+        let mut c = w.env.cmd();
+        c.env("DUMPVAULT_TO_PASSWORD", PASSWORD);
+        let mut a = vec!["--json", "copy", "--to", &dst.env.location];
+        a.extend_from_slice(extra);
+        let o = run_with(c, &a, b"");
+        assert!(o.status.success(), "copy: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let r = copy(&["--no-wal"]);
+    assert_eq!(r["wal"].as_array().unwrap().len(), 0, "{r}");
+    assert!(!dst.object(2).exists());
+    let r = copy(&[]);
+    assert_eq!(r["wal"][0]["copied"], 4, "{r}");
+    assert_eq!(r["wal"][0]["present"], 0, "{r}");
+    for n in 2..=5 {
+        let (o, dest) = dst.fetch(&seg_name(n), &["--prefetch", "0"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&dest).unwrap(), segment(n), "segment {n}");
+    }
+    let (code, st) = dst.status();
+    assert_eq!(code, Some(0), "the target's chain is whole: {st}");
+    assert_eq!(
+        st["status"]["base_backups"][0]["reach"]["last_segment"]
+            .as_str()
+            .unwrap(),
+        seg_name(5)
+    );
+    assert_eq!(
+        st["status"]["last_segment_time"],
+        w.status().1["status"]["last_segment_time"],
+        "the source mtime travels with the file"
+    );
+    w.push_ok(6);
+    let r = copy(&[]);
+    assert_eq!(
+        (&r["wal"][0]["copied"], &r["wal"][0]["present"]),
+        (&serde_json::json!(1), &serde_json::json!(4)),
+        "{r}"
     );
 }
