@@ -1,31 +1,41 @@
-//! The local metadata cache: a SQLite file per repository (named by repository id) holding the
-//! decoded index entries and snapshot manifests already fetched. It only saves downloads:
-//! the repository is the truth, so the cache is reconciled with a listing on every open
-//! (index files or snapshots that vanished are dropped, new ones fetched) and a cache that
-//! cannot be opened or read is deleted and rebuilt. Deleting it loses nothing.
+//! The local metadata cache of one repository (named by repository id): a SQLite file for
+//! snapshot manifests, local events and the bookkeeping of the index, and a directory of
+//! index run files ([`crate::index::run`]) that hold the index entries themselves, sorted, so
+//! that lookups read the disk instead of memory (issue 14; format-spec/14-cache.md). It only
+//! saves downloads and memory: the repository is the truth, so the cache is reconciled with a
+//! listing on every open (index files that vanished are dropped, new ones fetched), and a
+//! cache that cannot be opened or read is deleted and rebuilt. Deleting it loses nothing.
 //!
-//! Whoever can write the file must not be able to make `backup` skip uploading a chunk
-//! (format-spec X10). So the cached rows of each index file carry a keyed BLAKE3 MAC under
-//! `MasterKey::cache_rows_key` (derived from the data key) over their canonical encoding
-//! ([`rows_mac`]): the index file's ID, its pack list, then every row in insertion (rowid)
-//! order. [`Cache::load_index`] checks every MAC and refuses a row of an index file the cache
-//! does not list; the caller then rebuilds the cache from the repository. A row can therefore
-//! only be one that an authenticated index file of this repository contains. Which index files
-//! still exist is the repository listing's word, not the cache's (`sync_index`).
+//! Whoever can write the cache must not be able to make `backup` skip uploading a chunk
+//! (format-spec X10). So every run entry carries a MAC under `MasterKey::cache_table_key` over
+//! the chunk ID, the full pack and index-file IDs and the location
+//! ([`crate::index::table::entry_mac`]); an entry is only ever built from an authenticated
+//! index file of this repository, and a lookup skips an entry whose MAC fails (the table is
+//! then tainted and rebuilt). Which index files still exist is the repository listing's word,
+//! not the cache's (`load_table`).
 //!
-//! Schema 2 (schema 1 had no MACs; such a cache is deleted and rebuilt on open).
+//! Runs are written whole and synced before their name is recorded; they are never modified.
+//! Every change of the index bookkeeping runs in one `BEGIN IMMEDIATE` transaction, so two
+//! processes sharing a cache take turns. Runs are merged (a k-way merge, bounded memory) so
+//! that there are few of them: the newest two whenever the newer holds at least a quarter of
+//! the older's entries, or whenever there are more than [`MAX_RUNS`]; all of them at once when
+//! more than a third of their entries are dead (their index files were deleted by a prune).
+//! A merge drops dead entries.
+//!
+//! Schema 3 (schema 2 kept index rows in SQLite, ~230 bytes an entry; such a cache is deleted
+//! and rebuilt on open).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format::index::IndexFile;
-use crate::format::pack::{BlobEntry, BlobKind, Compression};
-use crate::id::{ChunkId, ObjectId};
-use crate::index::Index;
+use crate::id::{ObjectId, PackId};
+use crate::index::run::{self, Run, RunEntry};
+use crate::index::table::{entry_mac, Table};
 use crate::snapshot::{Snapshot, SnapshotEntry};
 
 /// A locally remembered verdict (the last fsck): when, whether it passed, its exit code.
@@ -36,56 +46,39 @@ pub struct LocalEvent {
     pub code: i32,
 }
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+/// At most this many runs before the newest two are merged whatever their sizes.
+pub const MAX_RUNS: usize = 8;
+/// Entries sorted in memory before they are written as one run (64 bytes each: 16 MiB).
+const RUN_BUFFER: usize = 256 * 1024;
 
 pub struct Cache {
     conn: Connection,
     path: PathBuf,
-    /// `MasterKey::cache_rows_key`; without it (`open`), index rows can be neither written nor
-    /// trusted, and only the local events are usable.
-    rows_key: Option<zeroize::Zeroizing<[u8; 32]>>,
+    /// The directory of run files, `<repo id>.runs` beside the SQLite file.
+    runs_dir: PathBuf,
+    /// `MasterKey::cache_table_key`; without it (`open`), index entries can be neither written
+    /// nor trusted, and only the local events are usable.
+    table_key: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
-/// The MAC of one cached index file's rows, fed in rowid order (format-spec X10):
-/// keyed BLAKE3 over `index file id (32) ‖ pack count u32 ‖ pack ids (32 each) ‖ rows ‖ row
-/// count u64`, each row `pack id (32) ‖ chunk id (32) ‖ kind u8 ‖ compression u8 ‖ raw_len u32
-/// ‖ offset u32 ‖ stored_len u32`, integers little-endian. Rows have a fixed size, so the
-/// encoding is unambiguous.
-struct RowsMac {
-    h: blake3::Hasher,
-    rows: u64,
-}
-
-impl RowsMac {
-    fn new(key: &[u8; 32], file: &ObjectId, packs: &[u8]) -> RowsMac {
-        let mut h = blake3::Hasher::new_keyed(key);
-        h.update(&file.0);
-        h.update(&((packs.len() / 32) as u32).to_le_bytes());
-        h.update(packs);
-        RowsMac { h, rows: 0 }
-    }
-
-    fn row(&mut self, pack: &[u8], e: &BlobEntry) {
-        let mut b = [0u8; 78];
-        b[..32].copy_from_slice(pack);
-        b[32..64].copy_from_slice(&e.id.0);
-        b[64] = e.kind.to_u8();
-        b[65] = e.compression.to_u8();
-        b[66..70].copy_from_slice(&e.raw_len.to_le_bytes());
-        b[70..74].copy_from_slice(&e.offset.to_le_bytes());
-        b[74..78].copy_from_slice(&e.stored_len.to_le_bytes());
-        self.h.update(&b);
-        self.rows += 1;
-    }
-
-    fn finish(mut self) -> blake3::Hash {
-        self.h.update(&self.rows.to_le_bytes());
-        self.h.finalize()
-    }
-}
+/// How a cache error caused by another process holding the cache too long begins: the cache
+/// is fine, so the caller must not rebuild it (only do without it this time).
+pub const BUSY: &str = "busy";
 
 fn ce(e: rusqlite::Error) -> Error {
-    Error::Cache(e.to_string())
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked) => {
+            Error::Cache(format!("{BUSY}: another process holds the cache ({e})"))
+        }
+        _ => Error::Cache(e.to_string()),
+    }
+}
+
+/// Whether `e` says the cache was busy (see [`BUSY`]).
+pub fn is_busy(e: &Error) -> bool {
+    matches!(e, Error::Cache(m) if m.starts_with(BUSY))
 }
 
 /// Where caches live: `$DUMPVAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/dumpvault`, else
@@ -105,7 +98,7 @@ impl Cache {
     /// and snapshot metadata. A damaged file is replaced.
     pub fn open_keyed(dir: &Path, repo_id: &[u8; 32], key: &MasterKey) -> Result<Cache> {
         let mut c = Self::open(dir, repo_id)?;
-        c.rows_key = Some(key.cache_rows_key());
+        c.table_key = Some(key.cache_table_key());
         Ok(c)
     }
 
@@ -141,17 +134,13 @@ impl Cache {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| Error::io(format!("restrict cache file {}", path.display()), e))?;
         }
+        // Another process syncing the same cache holds the write lock while it downloads new
+        // index files: wait for it rather than fail.
+        conn.busy_timeout(std::time::Duration::from_secs(600))
+            .map_err(ce)?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;
-             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS index_files (
-                 id TEXT PRIMARY KEY, packs BLOB NOT NULL, mac BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS blobs (
-                 index_file TEXT NOT NULL, pack BLOB NOT NULL, chunk BLOB NOT NULL,
-                 kind INTEGER NOT NULL, comp INTEGER NOT NULL, raw_len INTEGER NOT NULL,
-                 offset INTEGER NOT NULL, stored_len INTEGER NOT NULL);
-             CREATE INDEX IF NOT EXISTS blobs_by_file ON blobs(index_file);
-             CREATE TABLE IF NOT EXISTS snapshots (id TEXT PRIMARY KEY, json TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )
         .map_err(ce)?;
         let v: Option<i64> = conn
@@ -162,6 +151,17 @@ impl Cache {
             .map_err(ce)?;
         match v {
             None => {
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS tfiles (
+                         num INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,
+                         entries INTEGER NOT NULL);
+                     CREATE TABLE IF NOT EXISTS tpacks (
+                         num INTEGER PRIMARY KEY, id BLOB UNIQUE NOT NULL);
+                     CREATE TABLE IF NOT EXISTS truns (
+                         name TEXT PRIMARY KEY, seq INTEGER NOT NULL, entries INTEGER NOT NULL);
+                     CREATE TABLE IF NOT EXISTS snapshots (id TEXT PRIMARY KEY, json TEXT NOT NULL);",
+                )
+                .map_err(ce)?;
                 conn.execute(
                     "INSERT INTO meta(key, value) VALUES ('schema', ?1)",
                     [SCHEMA_VERSION],
@@ -171,15 +171,24 @@ impl Cache {
             Some(SCHEMA_VERSION) => {}
             Some(other) => return Err(Error::Cache(format!("unknown cache schema {other}"))),
         }
+        let runs_dir = path.with_extension("runs");
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&runs_dir)
+            .map_err(|e| Error::io(format!("create {}", runs_dir.display()), e))?;
         Ok(Cache {
             conn,
             path: path.to_path_buf(),
-            rows_key: None,
+            runs_dir,
+            table_key: None,
         })
     }
 
-    /// Delete the file and start an empty one (after rows failed their MAC): a fresh file
-    /// also drops anything else a writer may have put in it (triggers, views). The local
+    /// Delete the files and start an empty cache (after entries failed their MAC): a fresh
+    /// file also drops anything else a writer may have put in it (triggers, views). The local
     /// events go with it.
     pub fn rebuild(&mut self) -> Result<()> {
         let old = std::mem::replace(&mut self.conn, Connection::open_in_memory().map_err(ce)?);
@@ -193,157 +202,135 @@ impl Cache {
                 _ => {}
             }
         }
+        match std::fs::remove_dir_all(&self.runs_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(format!("remove {}", self.runs_dir.display()), e))
+            }
+            _ => {}
+        }
         self.conn = Self::open_file(&self.path)?.conn;
         Ok(())
     }
 
-    fn rows_key(&self) -> Result<&[u8; 32]> {
-        self.rows_key
-            .as_deref()
-            .ok_or_else(|| Error::Cache("opened without the key: index rows unusable".into()))
+    fn table_key(&self) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        self.table_key
+            .clone()
+            .ok_or_else(|| Error::Cache("opened without the key: index entries unusable".into()))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    pub fn runs_dir(&self) -> &Path {
+        &self.runs_dir
+    }
+
     /// Bring the cached index in line with `remote` (the index files the repository lists),
-    /// fetching only the ones not cached yet. Returns how many were fetched.
-    pub fn sync_index(
+    /// fetching only the ones not cached yet, and open it. Returns the table and how many index
+    /// files were fetched.
+    pub fn load_table(
         &mut self,
         remote: &[ObjectId],
         fetch: impl Fn(&ObjectId) -> Result<IndexFile>,
-    ) -> Result<usize> {
-        let key = *self.rows_key()?;
-        let cached: HashSet<String> = {
-            let mut st = self
-                .conn
-                .prepare("SELECT id FROM index_files")
+    ) -> Result<(Table, usize)> {
+        let key = self.table_key()?;
+        let runs_dir = self.runs_dir.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ce)?;
+        let mut unlink = remove_orphan_runs(&tx, &runs_dir)?;
+        let cached: HashMap<String, u32> = {
+            let mut st = tx.prepare("SELECT id, num FROM tfiles").map_err(ce)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
                 .map_err(ce)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(ce)?;
             rows.collect::<std::result::Result<_, _>>().map_err(ce)?
         };
         let remote_set: HashSet<String> = remote.iter().map(|i| i.to_hex()).collect();
-        let tx = self.conn.transaction().map_err(ce)?;
-        for gone in cached.difference(&remote_set) {
-            tx.execute("DELETE FROM blobs WHERE index_file = ?1", [gone])
-                .map_err(ce)?;
-            tx.execute("DELETE FROM index_files WHERE id = ?1", [gone])
+        for gone in cached.keys().filter(|k| !remote_set.contains(*k)) {
+            // Its entries stay in the runs, dead, until a merge drops them.
+            tx.execute("DELETE FROM tfiles WHERE id = ?1", [gone])
                 .map_err(ce)?;
         }
+        let mut w = RunWriter::new(&tx, &key, &runs_dir)?;
         let mut fetched = 0;
         for id in remote {
-            let hex = id.to_hex();
-            if cached.contains(&hex) {
+            if cached.contains_key(&id.to_hex()) {
                 continue;
             }
             let file = fetch(id)?;
-            insert_index_file(&tx, &key, id, &file)?;
+            w.add_file(id, &file)?;
             fetched += 1;
         }
+        w.finish()?;
+        unlink.extend(compact(&tx, &runs_dir)?);
+        let table = open_table(&tx, key, &runs_dir)?;
         tx.commit().map_err(ce)?;
-        Ok(fetched)
+        for p in unlink {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok((table, fetched))
     }
 
-    /// Record an index file this process just wrote, so the next run need not download it.
-    pub fn add_index_file(&mut self, id: &ObjectId, file: &IndexFile) -> Result<()> {
-        let key = *self.rows_key()?;
-        let tx = self.conn.transaction().map_err(ce)?;
-        insert_index_file(&tx, &key, id, file)?;
-        tx.commit().map_err(ce)
-    }
-
-    /// Add every cached row to `index`, each with the index file it belongs to, checking
-    /// every index file's MAC. An error (a MAC mismatch, a row of an index file the cache does
-    /// not list, a malformed value) means the cache cannot be trusted: `index` then holds
-    /// rows that must not be used, and the caller rebuilds the cache.
-    pub fn load_index(&self, index: &mut Index) -> Result<()> {
-        let key = self.rows_key()?;
-        let untrusted = |why: &str| Error::Cache(format!("cache rows fail verification: {why}"));
-        struct File {
-            n: u32,
-            mac: Vec<u8>,
-            check: RowsMac,
-        }
-        let mut files: Vec<File> = Vec::new();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
-        {
-            let mut st = self
-                .conn
-                .prepare("SELECT id, packs, mac FROM index_files")
-                .map_err(ce)?;
-            let mut rows = st.query([]).map_err(ce)?;
-            while let Some(r) = rows.next().map_err(ce)? {
-                let name: String = r.get(0).map_err(ce)?;
-                let packs: Vec<u8> = r.get(1).map_err(ce)?;
-                let id: ObjectId = name
-                    .parse()
-                    .map_err(|_| untrusted("an index file name is not an id"))?;
-                if !packs.len().is_multiple_of(32) {
-                    return Err(untrusted("a pack list is not a list of ids"));
-                }
-                let ids: Vec<ObjectId> = packs
-                    .chunks_exact(32)
-                    .filter_map(ObjectId::from_slice)
-                    .collect();
-                let n = index.begin_file(id, &ids);
-                by_name.insert(name, files.len());
-                files.push(File {
-                    n,
-                    mac: r.get(2).map_err(ce)?,
-                    check: RowsMac::new(key, &id, &packs),
-                });
-            }
-        }
-        // Rows of one index file were inserted together, so a scan in rowid order (the table's
-        // own order, no sort) meets them in the order their MAC was computed in.
-        let mut st = self
+    /// Record an index file this process just wrote, so the next run need not download it,
+    /// and make `table` (if given) see it: its runs are reopened, since a merge may have
+    /// folded the new run into older ones.
+    pub fn add_index_file(
+        &mut self,
+        id: &ObjectId,
+        file: &IndexFile,
+        table: Option<&mut Table>,
+    ) -> Result<()> {
+        let key = self.table_key()?;
+        let runs_dir = self.runs_dir.clone();
+        let tx = self
             .conn
-            .prepare(
-                "SELECT index_file, pack, chunk, kind, comp, raw_len, offset, stored_len
-                 FROM blobs ORDER BY rowid",
-            )
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(ce)?;
-        let mut rows = st.query([]).map_err(ce)?;
-        let mut last: Option<(String, usize)> = None;
-        while let Some(r) = rows.next().map_err(ce)? {
-            let bad = || untrusted("malformed row");
-            let name = r.get_ref(0).map_err(ce)?.as_str().map_err(|_| bad())?;
-            let f = match &last {
-                Some((n, f)) if n == name => *f,
-                _ => {
-                    let f = *by_name.get(name).ok_or_else(|| {
-                        untrusted("a row of an index file the cache does not list")
-                    })?;
-                    last = Some((name.to_string(), f));
-                    f
-                }
-            };
-            let pack = r.get_ref(1).map_err(ce)?.as_blob().map_err(|_| bad())?;
-            let pack_id = ObjectId::from_slice(pack).ok_or_else(bad)?;
-            let chunk = r.get_ref(2).map_err(ce)?.as_blob().map_err(|_| bad())?;
-            let e = BlobEntry {
-                kind: BlobKind::from_u8(r.get(3).map_err(|_| bad())?).ok_or_else(bad)?,
-                compression: Compression::from_u8(r.get(4).map_err(|_| bad())?).ok_or_else(bad)?,
-                raw_len: r.get(5).map_err(|_| bad())?,
-                offset: r.get(6).map_err(|_| bad())?,
-                stored_len: r.get(7).map_err(|_| bad())?,
-                id: ChunkId::from_slice(chunk).ok_or_else(bad)?,
-            };
-            let file = &mut files[f];
-            file.check.row(pack, &e);
-            index.add_from(file.n, pack_id, e);
+        let known: Option<u32> = tx
+            .query_row("SELECT num FROM tfiles WHERE id = ?1", [id.to_hex()], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(ce)?;
+        let mut unlink = Vec::new();
+        if known.is_none() {
+            let mut w = RunWriter::new(&tx, &key, &runs_dir)?;
+            w.add_file(id, file)?;
+            w.finish()?;
+            unlink = compact(&tx, &runs_dir)?;
         }
-        for f in files {
-            // blake3::Hash compares in constant time.
-            let ok = <[u8; 32]>::try_from(f.mac.as_slice())
-                .map(|m| f.check.finish() == m)
-                .unwrap_or(false);
-            if !ok {
-                return Err(untrusted("an index file's rows do not match their MAC"));
+        if let Some(t) = table {
+            let tainted = t.is_tainted();
+            *t = open_table(&tx, key, &runs_dir)?;
+            if tainted {
+                t.mark_tainted();
             }
+        }
+        tx.commit().map_err(ce)?;
+        for p in unlink {
+            let _ = std::fs::remove_file(p);
         }
         Ok(())
+    }
+
+    /// The number of run files and the bytes they take (for `stats` and the benchmarks).
+    pub fn run_files(&self) -> Result<(usize, u64)> {
+        let mut st = self.conn.prepare("SELECT name FROM truns").map_err(ce)?;
+        let names: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .map_err(ce)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(ce)?;
+        let mut bytes = 0;
+        for n in &names {
+            bytes += std::fs::metadata(self.runs_dir.join(n))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        }
+        Ok((names.len(), bytes))
     }
 
     /// Bring cached snapshots in line with `remote`, fetching the missing ones, and return all.
@@ -477,53 +464,275 @@ impl Cache {
     }
 }
 
-/// Replace the cached rows of index file `id` by `file`'s, with their MAC.
-fn insert_index_file(
-    tx: &rusqlite::Transaction<'_>,
-    key: &[u8; 32],
-    id: &ObjectId,
-    file: &IndexFile,
-) -> Result<()> {
-    let hex = id.to_hex();
-    // Rows left from an earlier insert of the same file would break its MAC.
-    tx.execute("DELETE FROM blobs WHERE index_file = ?1", [&hex])
+/// Delete run files that no `truns` row names (left by a process that died before its commit).
+/// Runs only inside the write transaction, when no other process can be writing one.
+fn remove_orphan_runs(tx: &rusqlite::Transaction<'_>, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut st = tx.prepare("SELECT name FROM truns").map_err(ce)?;
+    let names: HashSet<String> = st
+        .query_map([], |r| r.get(0))
+        .map_err(ce)?
+        .collect::<std::result::Result<_, _>>()
         .map_err(ce)?;
-    let packs: Vec<u8> = file.packs.iter().flat_map(|p| p.id.0).collect();
-    let mut mac = RowsMac::new(key, id, &packs);
-    let mut st = tx
-        .prepare_cached(
-            "INSERT INTO blobs(index_file, pack, chunk, kind, comp, raw_len, offset, stored_len)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(ce)?;
-    for p in &file.packs {
-        for e in &p.entries {
-            st.execute(params![
-                hex,
-                &p.id.0[..],
-                &e.id.0[..],
-                e.kind.to_u8(),
-                e.compression.to_u8(),
-                e.raw_len,
-                e.offset,
-                e.stored_len
-            ])
-            .map_err(ce)?;
-            mac.row(&p.id.0, e);
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if !names.contains(&name) {
+            out.push(ent.path());
         }
     }
-    tx.execute(
-        "INSERT OR REPLACE INTO index_files(id, packs, mac) VALUES (?1, ?2, ?3)",
-        params![hex, packs, &mac.finish().as_bytes()[..]],
-    )
-    .map_err(ce)?;
-    Ok(())
+    Ok(out)
+}
+
+fn new_run_name() -> String {
+    let mut r = [0u8; 8];
+    getrandom::getrandom(&mut r).expect("OS random numbers");
+    format!("{}.run", hex::encode(r))
+}
+
+/// Turns index files into run entries (numbering new packs and files as it goes) and writes
+/// them as runs of at most [`RUN_BUFFER`] entries.
+struct RunWriter<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    key: &'t [u8; 32],
+    dir: &'t Path,
+    packs: HashMap<PackId, u32>,
+    next_pack: u32,
+    next_file: u32,
+    next_seq: i64,
+    buf: Vec<RunEntry>,
+}
+
+impl<'t> RunWriter<'t> {
+    fn new(tx: &'t rusqlite::Transaction<'t>, key: &'t [u8; 32], dir: &'t Path) -> Result<Self> {
+        let mut packs = HashMap::new();
+        {
+            let mut st = tx.prepare("SELECT num, id FROM tpacks").map_err(ce)?;
+            let mut rows = st.query([]).map_err(ce)?;
+            while let Some(r) = rows.next().map_err(ce)? {
+                let num: u32 = r.get(0).map_err(ce)?;
+                let id: Vec<u8> = r.get(1).map_err(ce)?;
+                let id = ObjectId::from_slice(&id)
+                    .ok_or_else(|| Error::Cache("a cached pack id is malformed".into()))?;
+                packs.insert(id, num);
+            }
+        }
+        let max = |sql: &str| -> Result<i64> {
+            tx.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+                .map_err(ce)
+                .map(|v| v.unwrap_or(-1))
+        };
+        let next_pack = (max("SELECT MAX(num) FROM tpacks")? + 1) as u32;
+        let next_file = (max("SELECT MAX(num) FROM tfiles")? + 1) as u32;
+        let next_seq = max("SELECT MAX(seq) FROM truns")? + 1;
+        Ok(RunWriter {
+            tx,
+            key,
+            dir,
+            packs,
+            next_pack,
+            next_file,
+            next_seq,
+            buf: Vec::new(),
+        })
+    }
+
+    fn add_file(&mut self, id: &ObjectId, file: &IndexFile) -> Result<()> {
+        let num = self.next_file;
+        self.next_file += 1;
+        let entries: usize = file.packs.iter().map(|p| p.entries.len()).sum();
+        self.tx
+            .execute(
+                "INSERT INTO tfiles(num, id, entries) VALUES (?1, ?2, ?3)",
+                params![num, id.to_hex(), entries as i64],
+            )
+            .map_err(ce)?;
+        for p in &file.packs {
+            let pn = match self.packs.get(&p.id) {
+                Some(n) => *n,
+                None => {
+                    let n = self.next_pack;
+                    self.next_pack += 1;
+                    self.tx
+                        .execute(
+                            "INSERT INTO tpacks(num, id) VALUES (?1, ?2)",
+                            params![n, &p.id.0[..]],
+                        )
+                        .map_err(ce)?;
+                    self.packs.insert(p.id, n);
+                    n
+                }
+            };
+            for e in &p.entries {
+                let mut r = RunEntry {
+                    id: e.id,
+                    pack: pn,
+                    file: num,
+                    offset: e.offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                    kind: e.kind.to_u8(),
+                    comp: e.compression.to_u8(),
+                    mac: [0; 8],
+                };
+                r.mac = entry_mac(self.key, &r, &p.id, id);
+                self.buf.push(r);
+                if self.buf.len() >= RUN_BUFFER {
+                    self.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.buf.sort_unstable_by_key(|e| e.id);
+        let name = new_run_name();
+        let n = run::write(
+            &self.dir.join(&name),
+            self.buf.len() as u64,
+            self.buf.drain(..).map(Ok),
+        )?;
+        self.tx
+            .execute(
+                "INSERT INTO truns(name, seq, entries) VALUES (?1, ?2, ?3)",
+                params![name, self.next_seq, n as i64],
+            )
+            .map_err(ce)?;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.flush()
+    }
+}
+
+/// Merge the newest runs while the policy of the module doc asks for it; returns the files
+/// to delete once the transaction has committed.
+fn compact(tx: &rusqlite::Transaction<'_>, dir: &Path) -> Result<Vec<PathBuf>> {
+    let live: HashSet<u32> = {
+        let mut st = tx.prepare("SELECT num FROM tfiles").map_err(ce)?;
+        let v = st
+            .query_map([], |r| r.get(0))
+            .map_err(ce)?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(ce)?;
+        v
+    };
+    let live_entries: u64 = tx
+        .query_row("SELECT COALESCE(SUM(entries), 0) FROM tfiles", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(ce)?
+        .max(0) as u64;
+    let mut unlink = Vec::new();
+    loop {
+        let runs: Vec<(String, i64, u64)> = {
+            let mut st = tx
+                .prepare("SELECT name, seq, entries FROM truns ORDER BY seq")
+                .map_err(ce)?;
+            let v = st
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                })
+                .map_err(ce)?
+                .collect::<std::result::Result<_, _>>()
+                .map_err(ce)?;
+            v
+        };
+        let n = runs.len();
+        let total: u64 = runs.iter().map(|r| r.2).sum();
+        // Mostly dead (a prune deleted many index files): rewrite everything, once.
+        let take = if total > live_entries + live_entries / 2 + 1024 {
+            n
+        } else if n >= 2 && (n > MAX_RUNS || runs[n - 1].2 * 4 >= runs[n - 2].2) {
+            2
+        } else {
+            break;
+        };
+        let inputs = &runs[n - take..];
+        let opened = inputs
+            .iter()
+            .map(|r| Run::open(&dir.join(&r.0)))
+            .collect::<Result<Vec<Run>>>()?;
+        let iters = opened.iter().map(Run::iter).collect::<Result<Vec<_>>>()?;
+        let name = new_run_name();
+        let merged = run::merge(iters, |e| live.contains(&e.file));
+        let max: u64 = inputs.iter().map(|r| r.2).sum();
+        let count = run::write(&dir.join(&name), max, merged)?;
+        for r in inputs {
+            tx.execute("DELETE FROM truns WHERE name = ?1", [&r.0])
+                .map_err(ce)?;
+            unlink.push(dir.join(&r.0));
+        }
+        tx.execute(
+            "INSERT INTO truns(name, seq, entries) VALUES (?1, ?2, ?3)",
+            params![name, inputs[0].1, count as i64],
+        )
+        .map_err(ce)?;
+        if take == n {
+            break;
+        }
+    }
+    Ok(unlink)
+}
+
+/// Open every recorded run and load the pack and index-file numbering.
+fn open_table(
+    tx: &rusqlite::Transaction<'_>,
+    key: zeroize::Zeroizing<[u8; 32]>,
+    dir: &Path,
+) -> Result<Table> {
+    let mut t = Table::new(key);
+    let bad = || Error::Cache("a cached id is malformed".into());
+    {
+        let mut st = tx.prepare("SELECT num, id FROM tpacks").map_err(ce)?;
+        let mut rows = st.query([]).map_err(ce)?;
+        while let Some(r) = rows.next().map_err(ce)? {
+            let id: Vec<u8> = r.get(1).map_err(ce)?;
+            t.add_pack(
+                r.get(0).map_err(ce)?,
+                ObjectId::from_slice(&id).ok_or_else(bad)?,
+            );
+        }
+    }
+    {
+        let mut st = tx
+            .prepare("SELECT num, id, entries FROM tfiles")
+            .map_err(ce)?;
+        let mut rows = st.query([]).map_err(ce)?;
+        while let Some(r) = rows.next().map_err(ce)? {
+            let id: String = r.get(1).map_err(ce)?;
+            let entries: i64 = r.get(2).map_err(ce)?;
+            t.add_file(
+                r.get(0).map_err(ce)?,
+                id.parse().map_err(|_| bad())?,
+                entries.max(0) as u64,
+            );
+        }
+    }
+    let mut st = tx.prepare("SELECT name FROM truns").map_err(ce)?;
+    let names: Vec<String> = st
+        .query_map([], |r| r.get(0))
+        .map_err(ce)?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(ce)?;
+    for n in names {
+        t.add_run(Run::open(&dir.join(n))?);
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::index::IndexPack;
+    use crate::format::pack::{BlobEntry, BlobKind, Compression};
+    use crate::id::ChunkId;
 
     fn key() -> MasterKey {
         MasterKey::from_bytes(&[5; crate::crypto::MASTER_KEY_LEN]).unwrap()
@@ -542,10 +751,11 @@ mod tests {
                             len: 100 * 1000,
                             entries: (0..100u32)
                                 .map(|e| {
-                                    let mut c = [1u8; 32];
-                                    c[..4].copy_from_slice(&f.to_le_bytes());
-                                    c[4..8].copy_from_slice(&p.to_le_bytes());
-                                    c[8..12].copy_from_slice(&e.to_le_bytes());
+                                    let mut seed = [0u8; 12];
+                                    seed[..4].copy_from_slice(&f.to_le_bytes());
+                                    seed[4..8].copy_from_slice(&p.to_le_bytes());
+                                    seed[8..].copy_from_slice(&e.to_le_bytes());
+                                    let c = *blake3::hash(&seed).as_bytes();
                                     BlobEntry {
                                         kind: BlobKind::Data,
                                         compression: Compression::Zstd,
@@ -572,61 +782,166 @@ mod tests {
             .collect()
     }
 
-    fn synced(dir: &Path, all: &[(ObjectId, IndexFile)]) -> Cache {
+    fn fetcher(all: &[(ObjectId, IndexFile)]) -> impl Fn(&ObjectId) -> Result<IndexFile> + '_ {
+        move |id| Ok(all.iter().find(|(i, _)| i == id).unwrap().1.clone())
+    }
+
+    fn synced(dir: &Path, all: &[(ObjectId, IndexFile)]) -> (Cache, Table) {
         let mut c = Cache::open_keyed(dir, &[7; 32], &key()).unwrap();
         let ids: Vec<ObjectId> = all.iter().map(|(i, _)| *i).collect();
-        c.sync_index(&ids, |id| {
-            Ok(all.iter().find(|(i, _)| i == id).unwrap().1.clone())
-        })
-        .unwrap();
-        c
+        let (t, _) = c.load_table(&ids, fetcher(all)).unwrap();
+        (c, t)
     }
 
-    /// X10 (3): rows load with their index file, and any edit of a row, a moved row, or a key
-    /// other than the one that wrote them fails the load.
+    fn all_found(t: &Table, all: &[(ObjectId, IndexFile)]) -> bool {
+        all.iter().all(|(fid, f)| {
+            f.packs.iter().all(|p| {
+                p.entries.iter().all(|e| {
+                    t.lookup(&e.id).is_some_and(|h| {
+                        h.origin.file == Some(*fid) && h.origin.pack == p.id && h.entry == *e
+                    })
+                })
+            })
+        })
+    }
+
+    /// Byte offset of entry `i` of the only run file in `c`.
+    fn only_run(c: &Cache) -> PathBuf {
+        let runs: Vec<PathBuf> = std::fs::read_dir(c.runs_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        runs[0].clone()
+    }
+
+    /// X10 (3): entries are found with their index file and pack, and any edit of an entry,
+    /// an entry moved to another pack, or a key other than the one that wrote them makes the
+    /// lookup miss (never a wrong location) and taints the table.
     #[test]
-    fn cache_rows_are_authenticated() {
+    fn cache_entries_are_authenticated() {
         let t = tempfile::tempdir().unwrap();
         let all = files(3, 200);
-        let c = synced(t.path(), &all);
-        let mut ix = Index::default();
-        c.load_index(&mut ix).unwrap();
-        assert_eq!(ix.len(), 600);
-        let first = all[0].1.packs[0].entries[0].id;
-        assert!(ix.location(&first).is_some());
-        let tamper = |sql: &str| {
-            let c = synced(t.path(), &all);
-            c.conn.execute_batch(sql).unwrap();
-            let mut ix = Index::default();
-            let e = c.load_index(&mut ix).unwrap_err();
-            assert!(e.to_string().contains("verification"), "{sql}: {e}");
-            drop(c);
+        let (c, table) = synced(t.path(), &all);
+        assert_eq!(table.live_entries(), 600);
+        assert!(all_found(&table, &all));
+        assert!(!table.is_tainted());
+        let run = only_run(&c);
+        let good = std::fs::read(&run).unwrap();
+        let entries_at = run::HEADER_LEN as usize + 4 * (1 << run::bits_for(600));
+        // Which chunk entry 5 is, before any edit.
+        let e5 = RunEntry::decode(&good[entries_at + 5 * 64..entries_at + 6 * 64]).unwrap();
+        // (what, byte within entry 5, bits flipped)
+        let edits = [
+            ("offset", 40, 1u8),
+            ("pack number", 32, 1),
+            ("file number", 36, 1),
+            ("mac", 60, 1),
+            ("kind", 52, 1),
+        ];
+        drop(table);
+        for (what, at, bits) in edits {
+            let mut b = good.clone();
+            b[entries_at + 5 * 64 + at] ^= bits;
+            std::fs::write(&run, &b).unwrap();
             let mut c = Cache::open_keyed(t.path(), &[7; 32], &key()).unwrap();
-            c.rebuild().unwrap();
-        };
-        tamper("UPDATE blobs SET offset = offset + 1 WHERE rowid = 5");
-        tamper(
-            "UPDATE blobs SET pack = (SELECT pack FROM blobs WHERE rowid = 500) WHERE rowid = 5",
-        );
-        tamper("UPDATE blobs SET index_file = (SELECT id FROM index_files LIMIT 1 OFFSET 1) WHERE rowid = 5");
-        tamper("INSERT INTO blobs SELECT index_file, pack, x'00', kind, comp, raw_len, offset, stored_len FROM blobs WHERE rowid = 1");
-        tamper("DELETE FROM blobs WHERE rowid = 7");
-        tamper("UPDATE blobs SET index_file = 'ff' WHERE rowid = 9");
-        tamper("UPDATE blobs SET raw_len = 'x' WHERE rowid = 9");
-        tamper("UPDATE index_files SET packs = x'00'");
-        // A cache written under another key.
-        let c = synced(t.path(), &all);
-        drop(c);
+            let ids: Vec<ObjectId> = all.iter().map(|(i, _)| *i).collect();
+            let (table, fetched) = c.load_table(&ids, |_| unreachable!()).unwrap();
+            assert_eq!(fetched, 0);
+            if let Some(h) = table.lookup(&e5.id) {
+                // Only a file-number edit that lands on a dead number may miss instead.
+                panic!("{what}: edited entry still found at {:?}", h.origin);
+            }
+            assert!(
+                table.is_tainted() || what == "file number",
+                "{what}: not tainted"
+            );
+        }
+        std::fs::write(&run, &good).unwrap();
+        // A cache written under another key: every entry fails.
         let other = MasterKey::from_bytes(&[6; crate::crypto::MASTER_KEY_LEN]).unwrap();
-        let c = Cache::open_keyed(t.path(), &[7; 32], &other).unwrap();
-        assert!(c.load_index(&mut Index::default()).is_err());
-        // Without the key, index rows are not usable at all.
-        let c = Cache::open(t.path(), &[7; 32]).unwrap();
-        assert!(c.load_index(&mut Index::default()).is_err());
+        let mut c = Cache::open_keyed(t.path(), &[7; 32], &other).unwrap();
+        let ids: Vec<ObjectId> = all.iter().map(|(i, _)| *i).collect();
+        let (table, _) = c.load_table(&ids, |_| unreachable!()).unwrap();
+        assert!(table.lookup(&e5.id).is_none());
+        assert!(table.is_tainted());
+        // Without the key, index entries are not usable at all.
+        let mut c = Cache::open(t.path(), &[7; 32]).unwrap();
+        assert!(c.load_table(&ids, |_| unreachable!()).is_err());
     }
 
-    /// The cost of opening the index through the cache: 200 000 entries in 20 index files,
-    /// already cached (`cargo test --lib cache_open_cost -- --ignored --nocapture`).
+    /// Index files that vanish from the listing stop answering at once; many small syncs
+    /// stay few runs; merges drop dead entries; all live entries are found throughout.
+    #[test]
+    fn runs_follow_the_listing_and_stay_few() {
+        let t = tempfile::tempdir().unwrap();
+        let all = files(40, 100);
+        let mut c = Cache::open_keyed(t.path(), &[7; 32], &key()).unwrap();
+        // One new index file per open, like one backup a day.
+        for n in 1..=all.len() {
+            let ids: Vec<ObjectId> = all[..n].iter().map(|(i, _)| *i).collect();
+            let (table, fetched) = c.load_table(&ids, fetcher(&all)).unwrap();
+            assert_eq!(fetched, 1);
+            assert!(table.runs() <= MAX_RUNS, "{} runs", table.runs());
+            assert!(all_found(&table, &all[..n]));
+        }
+        let (runs, bytes) = c.run_files().unwrap();
+        assert!(
+            runs <= MAX_RUNS && bytes >= 4000 * 64,
+            "{runs} runs, {bytes} bytes"
+        );
+        // A prune deleted the first 30 files: their chunks are unknown from now on.
+        let ids: Vec<ObjectId> = all[30..].iter().map(|(i, _)| *i).collect();
+        let (table, fetched) = c.load_table(&ids, fetcher(&all)).unwrap();
+        assert_eq!(fetched, 0);
+        assert_eq!(table.live_entries(), 1000);
+        assert!(all_found(&table, &all[30..]));
+        let gone = all[0].1.packs[0].entries[0].id;
+        assert!(table.lookup(&gone).is_none());
+        assert!(!table.is_tainted());
+        // Mostly dead: rewritten into one run of the live entries.
+        assert_eq!(table.runs(), 1);
+        let (_, bytes) = c.run_files().unwrap();
+        assert!(bytes < 1100 * 64, "dead entries kept: {bytes} bytes");
+        // An added file merges with the rest and the merge drops the dead entries.
+        let more = files(41, 100);
+        let mut ids = ids;
+        ids.push(more[40].0);
+        let joined: Vec<(ObjectId, IndexFile)> = all.iter().chain(&more[40..]).cloned().collect();
+        for _ in 0..4 {
+            c.add_index_file(&more[40].0, &more[40].1, None).unwrap();
+        }
+        let (table, _) = c.load_table(&ids, fetcher(&joined)).unwrap();
+        assert!(all_found(&table, &joined[30..]));
+    }
+
+    /// A run file left by a process that died before its commit is deleted on the next sync,
+    /// and a damaged run makes `load_table` fail (the caller rebuilds the cache).
+    #[test]
+    fn orphan_runs_go_and_damaged_runs_fail() {
+        let t = tempfile::tempdir().unwrap();
+        let all = files(2, 100);
+        let (mut c, _) = synced(t.path(), &all);
+        let orphan = c.runs_dir().join("0000000000000000.run");
+        std::fs::write(&orphan, b"half written").unwrap();
+        let ids: Vec<ObjectId> = all.iter().map(|(i, _)| *i).collect();
+        c.load_table(&ids, |_| unreachable!()).unwrap();
+        assert!(!orphan.exists());
+        let run = only_run(&c);
+        let b = std::fs::read(&run).unwrap();
+        std::fs::write(&run, &b[..b.len() - 1]).unwrap();
+        assert!(matches!(
+            c.load_table(&ids, |_| unreachable!()),
+            Err(Error::Cache(_))
+        ));
+        c.rebuild().unwrap();
+        let (table, fetched) = c.load_table(&ids, fetcher(&all)).unwrap();
+        assert_eq!(fetched, 2);
+        assert!(all_found(&table, &all));
+    }
+
+    /// The cost of opening the cached index: 200 000 entries in 20 index files, already
+    /// cached (`cargo test --lib cache_open_cost -- --ignored --nocapture`).
     #[test]
     #[ignore]
     fn cache_open_cost() {
@@ -638,15 +953,13 @@ mod tests {
         for _ in 0..7 {
             let t0 = std::time::Instant::now();
             let mut c = Cache::open_keyed(t.path(), &[7; 32], &key()).unwrap();
-            c.sync_index(&ids, |_| unreachable!("all cached")).unwrap();
-            let mut ix = Index::default();
-            c.load_index(&mut ix).unwrap();
-            assert_eq!(ix.len(), 200_000);
+            let (table, _) = c.load_table(&ids, |_| unreachable!("all cached")).unwrap();
+            assert_eq!(table.live_entries(), 200_000);
             times.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(f64::total_cmp);
         eprintln!(
-            "cache open + load of 200k entries: median {:.1} ms, min {:.1} ms",
+            "cache open of 200k entries: median {:.1} ms, min {:.1} ms",
             times[3], times[0]
         );
     }

@@ -91,9 +91,10 @@ impl MasterKey {
     /// Key for the MACs the local cache keeps over its rows (format-spec X10): derived, so the
     /// cache never holds anything computed under a key that encrypts, and only a holder of the
     /// data key can make rows the cache accepts.
-    pub fn cache_rows_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+    /// The key of the MACs on cached index entries (format-spec/14-cache.md, X10).
+    pub fn cache_table_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
         zeroize::Zeroizing::new(blake3::derive_key(
-            "dumpvault cache rows v1",
+            "dumpvault cache table v1",
             &self.data_key,
         ))
     }

@@ -77,7 +77,7 @@ pub struct Repo {
     pub config: Config,
     pub key: MasterKey,
     pub key_id: ObjectId,
-    cache: Option<Cache>,
+    pub(crate) cache: Option<Cache>,
     pub(crate) index: Option<Index>,
     pub lock_wait: std::time::Duration,
 }
@@ -169,6 +169,40 @@ pub fn read_config(backend: &dyn Backend) -> Result<(Vec<u8>, Config)> {
     };
     let c = Config::decode(&bytes)?;
     Ok((bytes, c))
+}
+
+/// Seal and store an index file, then record it in the cache (which makes the loaded index's
+/// table see it) or, failing that, in the in-memory part of `index`. Separate from `Repo` so
+/// that a backup can flush index files while it holds the index and the cache itself.
+pub fn store_index_file(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    cache: Option<&mut Cache>,
+    mut index: Option<&mut Index>,
+    file: &IndexFile,
+) -> Result<ObjectId> {
+    let bytes = file.seal(key);
+    let id = ObjectId::of(&bytes);
+    backend.put(ObjectKind::Index, &id.to_hex(), &bytes)?;
+    let mut in_table = false;
+    if let Some(c) = cache {
+        let table = index.as_deref().and_then(|ix| ix.table()).is_some();
+        let r = match index {
+            Some(ref mut ix) if table => c.add_index_file(&id, file, ix.table_mut()),
+            _ => c.add_index_file(&id, file, None),
+        };
+        match r {
+            Ok(()) => in_table = table,
+            Err(e) => eprintln!("dumpvault: warning: cache: {e}"),
+        }
+    }
+    if let Some(ix) = index {
+        if !in_table {
+            ix.add_indexed_file(id, file);
+        }
+        ix.add_to_listing(id);
+    }
+    Ok(id)
 }
 
 impl Repo {
@@ -328,10 +362,13 @@ impl Repo {
 
     /// Load the index (once), through the cache when there is one.
     ///
-    /// The index remembers the listing of `index/` it was built from, and for each entry the
-    /// index file it came from (`Index::check_sources`, format-spec X10). Cached rows that fail
-    /// their MAC make the cache be rebuilt from the repository, with a warning; if the rebuilt
-    /// cache fails too, the index is read directly.
+    /// With a cache, the index is the cache's table of run files (synced with the listing of
+    /// `index/` first), and lookups read the disk: memory does not grow with the repository.
+    /// Without one, every index file is read into memory. Either way the index remembers the
+    /// listing it was built from, and each entry the index file it came from
+    /// (`Index::check_sources`, format-spec X10). A cache that cannot be read is rebuilt from
+    /// the repository, with a warning; if the rebuilt cache fails too, the index is read
+    /// directly.
     pub fn index(&mut self) -> Result<&Index> {
         if self.index.is_none() {
             let remote = list_ids(self.backend.as_ref(), ObjectKind::Index)?;
@@ -344,13 +381,13 @@ impl Repo {
                     IndexFile::open(&key, id, &bytes)
                 };
                 for attempt in 0..2 {
-                    let mut ix = Index::default();
-                    match cache
-                        .sync_index(&remote, fetch)
-                        .and_then(|_| cache.load_index(&mut ix))
-                    {
-                        Ok(()) => {
-                            index = Some(ix);
+                    match cache.load_table(&remote, fetch) {
+                        Ok((table, _)) => {
+                            index = Some(Index::with_table(table));
+                            break;
+                        }
+                        Err(e) if crate::cache::is_busy(&e) => {
+                            eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
                             break;
                         }
                         Err(e @ (Error::Cache(_) | Error::Io { .. })) if attempt == 0 => {
@@ -394,21 +431,45 @@ impl Repo {
         self.index()
     }
 
-    /// Write an index file; it is recorded in the cache and the loaded index too.
-    pub fn write_index_file(&mut self, file: &IndexFile) -> Result<ObjectId> {
-        let bytes = file.seal(&self.key);
-        let id = ObjectId::of(&bytes);
-        self.backend.put(ObjectKind::Index, &id.to_hex(), &bytes)?;
+    /// After a cached index entry failed its MAC or could not be read (`Index::is_tainted`):
+    /// empty the cache, so that it is rebuilt from the repository, and forget the index.
+    /// Returns whether the loaded index was tainted.
+    pub fn drop_tainted_cache(&mut self) -> bool {
+        if !self.index.as_ref().is_some_and(Index::is_tainted) {
+            return false;
+        }
+        self.index = None;
         if let Some(c) = self.cache.as_mut() {
-            if let Err(e) = c.add_index_file(&id, file) {
-                eprintln!("dumpvault: warning: cache: {e}");
+            eprintln!(
+                "dumpvault: warning: cache {}: rebuilding it from the repository",
+                c.path().display()
+            );
+            if let Err(e) = c.rebuild() {
+                eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
+                self.cache = None;
             }
         }
-        if let Some(ix) = self.index.as_mut() {
-            ix.add_indexed_file(id, file);
-            ix.add_to_listing(id);
+        true
+    }
+
+    /// [`Repo::drop_tainted_cache`], then load the index again. Returns whether it did.
+    pub fn rebuild_tainted_cache(&mut self) -> Result<bool> {
+        if !self.drop_tainted_cache() {
+            return Ok(false);
         }
-        Ok(id)
+        self.index()?;
+        Ok(true)
+    }
+
+    /// Write an index file; it is recorded in the cache and the loaded index too.
+    pub fn write_index_file(&mut self, file: &IndexFile) -> Result<ObjectId> {
+        store_index_file(
+            self.backend.as_ref(),
+            &self.key,
+            self.cache.as_mut(),
+            self.index.as_mut(),
+            file,
+        )
     }
 
     pub fn write_snapshot(&self, s: &Snapshot) -> Result<ObjectId> {

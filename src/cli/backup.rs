@@ -205,6 +205,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &BackupArgs) -> Result<()> {
         allow_empty: a.allow_empty,
         skip_pack_verification: a.no_verify_packs,
         allow_truncated: a.allow_truncated,
+        flush_entries: 0,
     };
     let several = inputs.len() > 1;
     let report = |s: &BackupStats| {

@@ -21,6 +21,14 @@
 //! file of the listing this backup took, in a pack that file lists (`Index::check_sources`,
 //! format-spec X10); the cache's MACs make the rows themselves those of authenticated index
 //! files. The check costs one set insert per deduplicated chunk.
+//!
+//! Memory stays flat in the size of the stream and of the repository (issue 14): the index is
+//! the cache's table on disk, and once the packs written so far hold [`FLUSH_ENTRIES`] blobs,
+//! those that are already stored are written out as an index file of their own (allowed by the
+//! write order: packs, then index, then snapshot) and recorded in the cache, so neither their
+//! entries nor the set of chunks pending in this backup grow without bound. Such an index file
+//! without a snapshot is what an interrupted backup leaves anyway: its packs are unreferenced
+//! and `prune` removes them.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -33,20 +41,24 @@ use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
 use crate::backend::Backend;
+use crate::cache::Cache;
 use crate::chunker::Chunker;
 use crate::dumpkind::DumpInfo;
 use crate::error::{Error, ObjectKind, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::BlobKind;
 use crate::format::tree::TreeEntry;
-use crate::id::{ChunkId, ObjectId};
-use crate::index::Index;
+use crate::id::{ChunkId, ObjectId, PackId};
+use crate::index::{Index, Origin};
 use crate::pack::{seal_blob, FinishedPack, PackWriter};
 use crate::repo::Repo;
 use crate::snapshot::{Snapshot, Source, Stream};
 use crate::tree::{NodeSink, TreeBuilder};
 
 const PACKS_IN_FLIGHT: usize = 1;
+/// Blobs written before the stored ones among them are flushed into an index file (~4 GiB of
+/// new data at 16 KiB chunks; each costs ~130 bytes of memory until then).
+pub const FLUSH_ENTRIES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
@@ -61,6 +73,9 @@ pub struct BackupOptions {
     pub skip_pack_verification: bool,
     /// Commit a stream that `dumpkind` judges an evidently truncated dump (default: refuse).
     pub allow_truncated: bool,
+    /// Blobs written before the stored ones are flushed into an index file; 0 means
+    /// [`FLUSH_ENTRIES`] (tests set it low to exercise the flush).
+    pub flush_entries: usize,
 }
 
 /// Counters reported while running and at the end.
@@ -88,29 +103,45 @@ pub struct BackupResult {
 /// Everything that stores blobs during one backup: dedup state, the open pack, the uploader.
 struct Store<'a> {
     key: &'a crate::crypto::MasterKey,
+    backend: &'a dyn Backend,
     zstd_level: i32,
     verify: bool,
-    index: &'a Index,
+    index: &'a mut Index,
+    cache: Option<&'a mut Cache>,
     pending: HashSet<ChunkId>,
-    /// `(index file, pack)` numbers of every chunk deduplicated against `index`.
-    hits: HashSet<(u32, u32)>,
+    /// Origins (index file, pack) of every chunk deduplicated against `index`.
+    hits: HashSet<Origin>,
     packer: PackWriter,
+    /// Packs written whose entries are in no index file yet, and how many blobs they hold.
     written: Vec<IndexPack>,
+    written_entries: usize,
+    flush_entries: usize,
+    /// Packs the uploaders have stored (and that `written` may still hold).
+    uploaded: Arc<std::sync::Mutex<HashSet<PackId>>>,
+    /// Index files written before the end (`flush_index`).
+    flushed: Vec<ObjectId>,
     tx: Option<SyncSender<FinishedPack>>,
     uploaders: Vec<JoinHandle<Result<()>>>,
     stats: BackupStats,
 }
 
 impl<'a> Store<'a> {
-    fn new(repo: &'a Repo, index: &'a Index, verify: bool) -> Result<Self> {
+    fn new(
+        repo: &'a Repo,
+        index: &'a mut Index,
+        cache: Option<&'a mut Cache>,
+        verify: bool,
+    ) -> Result<Self> {
         let (tx, rx) = sync_channel::<FinishedPack>(PACKS_IN_FLIGHT);
         // Latency-bound stores (S3) get several uploaders sharing one bounded queue: memory
         // stays at (uploaders + queue + the open pack) packs.
         let rx = Arc::new(std::sync::Mutex::new(rx));
+        let uploaded = Arc::new(std::sync::Mutex::new(HashSet::new()));
         let mut uploaders = Vec::new();
         for _ in 0..repo.backend.upload_concurrency() {
             let backend: Arc<dyn Backend> = Arc::clone(&repo.backend);
             let rx = Arc::clone(&rx);
+            let done = Arc::clone(&uploaded);
             let verify_key = verify.then(|| repo.key.clone());
             let h = std::thread::Builder::new()
                 .name("pack-upload".into())
@@ -123,6 +154,9 @@ impl<'a> Store<'a> {
                         }
                         backend.put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
                         crate::failpoint::hit("backup:after-pack-upload");
+                        done.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(p.record.id);
                     }
                 })
                 .map_err(|e| Error::io("spawn uploader", e))?;
@@ -130,24 +164,63 @@ impl<'a> Store<'a> {
         }
         Ok(Store {
             key: &repo.key,
+            backend: repo.backend.as_ref(),
             zstd_level: repo.config.zstd_level,
             verify,
             index,
+            cache,
             pending: HashSet::new(),
             hits: HashSet::new(),
             packer: PackWriter::new(repo.config.pack_target),
             written: Vec::new(),
+            written_entries: 0,
+            flush_entries: FLUSH_ENTRIES,
+            uploaded,
+            flushed: Vec::new(),
             tx: Some(tx),
             uploaders,
             stats: BackupStats::default(),
         })
     }
 
+    /// Write the packs already stored among `written` as an index file, so that their entries
+    /// leave memory for the cache's table (see the module doc).
+    fn flush_index(&mut self) -> Result<()> {
+        let done = std::mem::take(&mut *self.uploaded.lock().unwrap_or_else(|p| p.into_inner()));
+        let (ready, rest): (Vec<IndexPack>, Vec<IndexPack>) = std::mem::take(&mut self.written)
+            .into_iter()
+            .partition(|p| done.contains(&p.id));
+        self.written = rest;
+        if ready.is_empty() {
+            return Ok(());
+        }
+        crate::failpoint::hit("backup:flush-index");
+        let file = IndexFile {
+            superseded: vec![],
+            packs: ready,
+        };
+        let id = crate::repo::store_index_file(
+            self.backend,
+            self.key,
+            self.cache.as_deref_mut(),
+            Some(&mut *self.index),
+            &file,
+        )?;
+        for p in &file.packs {
+            self.written_entries -= p.entries.len();
+            for e in &p.entries {
+                self.pending.remove(&e.id);
+            }
+        }
+        self.flushed.push(id);
+        Ok(())
+    }
+
     /// Whether `id` is stored already (or earlier in this backup); a hit in the index is
     /// remembered for the pre-commit check.
     fn is_known(&mut self, id: &ChunkId) -> bool {
-        if let Some(l) = self.index.location(id) {
-            self.hits.insert((l.file, l.pack));
+        if let Some(h) = self.index.location(id) {
+            self.hits.insert(h.origin);
             return true;
         }
         self.pending.contains(id)
@@ -167,6 +240,7 @@ impl<'a> Store<'a> {
             return Ok(());
         }
         let p = self.packer.finish(self.key);
+        self.written_entries += p.record.entries.len();
         self.written.push(p.record.clone());
         self.stats.packs_written += 1;
         let sent = self
@@ -180,6 +254,9 @@ impl<'a> Store<'a> {
                 .join_uploader()
                 .err()
                 .unwrap_or_else(|| Error::Backend("pack uploader stopped unexpectedly".into())));
+        }
+        if self.written_entries >= self.flush_entries {
+            self.flush_index()?;
         }
         Ok(())
     }
@@ -406,18 +483,19 @@ pub fn backup_streams(
     let time = opts.time.unwrap_or_else(Utc::now);
     let lock = repo.lock(false, "backup")?;
     repo.index()?;
-    let index = repo.index.take().expect("loaded by index()");
-    let verify = !opts.skip_pack_verification;
+    let mut index = repo.index.take().expect("loaded by index()");
+    let mut cache = repo.cache.take();
     let result = store_streams(
         repo,
-        &index,
+        &mut index,
+        cache.as_mut(),
         inputs,
-        opts.allow_empty,
-        verify,
+        opts,
         &mut progress,
     );
     repo.index = Some(index);
-    let (streams, stats, written, hits) = result?;
+    repo.cache = cache;
+    let (streams, stats, written, hits, flushed) = result?;
     // An evidently cut-short dump is a failed dump: refused like a failed producer.
     if !opts.allow_truncated {
         crate::dumpkind::refuse_truncated(
@@ -440,7 +518,7 @@ pub fn backup_streams(
         .check_sources(&hits)?;
     crate::failpoint::hit("backup:before-index");
     let index_id = if written.is_empty() {
-        None
+        flushed.last().copied()
     } else {
         Some(repo.write_index_file(&IndexFile {
             superseded: vec![],
@@ -461,6 +539,9 @@ pub fn backup_streams(
     };
     let snapshot_id = repo.write_snapshot(&snapshot)?;
     crate::failpoint::hit("backup:after-snapshot");
+    // A cached entry that failed its MAC was treated as a miss (the chunk was stored again);
+    // the cache is rebuilt so that the next run trusts only what the repository says.
+    repo.drop_tainted_cache();
     Ok(BackupResult {
         snapshot_id,
         snapshot,
@@ -469,27 +550,33 @@ pub fn backup_streams(
     })
 }
 
-/// What `store_streams` returns: the streams, the totals, the packs written, and the
-/// `(index file, pack)` numbers of the chunks deduplicated against the index.
+/// What `store_streams` returns: the streams, the totals, the packs written and not yet in an
+/// index file, the origins of the chunks deduplicated against the index, and the index files
+/// written on the way.
 type Stored = (
     Vec<Stream>,
     BackupStats,
     Vec<IndexPack>,
-    HashSet<(u32, u32)>,
+    HashSet<Origin>,
+    Vec<ObjectId>,
 );
 
 /// Store every stream through one `Store` (shared packs and dedup state); returns the streams
 /// for the manifest, the totals, the packs written and the dedup hits' sources.
 fn store_streams(
     repo: &Repo,
-    index: &Index,
+    index: &mut Index,
+    cache: Option<&mut Cache>,
     inputs: Vec<StreamInput<'_>>,
-    allow_empty: bool,
-    verify: bool,
+    opts: &BackupOptions,
     progress: &mut impl FnMut(&BackupStats),
 ) -> Result<Stored> {
+    let allow_empty = opts.allow_empty;
     let several = inputs.len() > 1;
-    let mut store = Store::new(repo, index, verify)?;
+    let mut store = Store::new(repo, index, cache, !opts.skip_pack_verification)?;
+    if opts.flush_entries > 0 {
+        store.flush_entries = opts.flush_entries;
+    }
     let outcome = (|| -> Result<Vec<Stream>> {
         let mut streams = Vec::new();
         let mut read_before = 0u64;
@@ -543,7 +630,13 @@ fn store_streams(
     let uploaded = store.join_uploader();
     let streams = outcome?;
     uploaded?;
-    Ok((streams, store.stats, store.written, store.hits))
+    Ok((
+        streams,
+        store.stats,
+        store.written,
+        store.hits,
+        store.flushed,
+    ))
 }
 
 /// Chunk and store one stream; returns its root tree blob, size, unkeyed BLAKE3 (hex) and

@@ -361,6 +361,7 @@ fn copy_one(
         // ... and truncation (dumpkind): a snapshot that exists is copied as it is.
         allow_truncated: true,
         skip_pack_verification: false,
+        flush_entries: 0,
     };
     let mut writers = Vec::new();
     let mut verdict_txs = Vec::new();

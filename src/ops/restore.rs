@@ -218,13 +218,21 @@ pub fn restore(
     // credentials suffice) may repack the blobs it needs and delete the packs the loaded index
     // names. On the first missing pack, reload the index once and resume where the output
     // stopped; a pack still missing after that is damage.
+    // Likewise, a cached index entry that failed its MAC (format-spec X10) reads as a missing
+    // chunk: rebuild the cache from the repository once and resume.
     let mut reloaded = false;
+    let mut rebuilt = false;
     loop {
         match restore_from(repo, &s, out, &mut hasher, &mut stats, &mut progress) {
             Err(e) if !reloaded && crate::repo::is_missing_pack(&e) => {
                 reloaded = true;
                 stats.index_reloads += 1;
                 repo.reload_index()?;
+            }
+            Err(e) if !rebuilt && repo.rebuild_tainted_cache()? => {
+                let _ = e;
+                rebuilt = true;
+                stats.index_reloads += 1;
             }
             done => break done?,
         }

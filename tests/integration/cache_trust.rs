@@ -1,28 +1,17 @@
 //! Issue 15 / format-spec X10: whoever can write the local cache must not be able to make a
-//! backup skip uploading a chunk. Each test tampers with the SQLite cache from outside (with
-//! rusqlite), runs the next backup, and checks that the repository really holds every chunk:
-//! a byte-exact restore without the cache and a passing `fsck --read-data`.
+//! backup skip uploading a chunk. Each test tampers with the cache from outside (its SQLite
+//! bookkeeping with rusqlite, its index run files with the library's run reader and writer),
+//! runs the next backup, and checks that the repository really holds every chunk: a
+//! byte-exact restore without the cache and a passing `fsck --read-data`.
 
 use std::path::{Path, PathBuf};
 
+use dumpvault::index::run::{self, Run, RunEntry};
 use rusqlite::{params, Connection};
 
 use crate::common::*;
 
-/// One row of the cache's `blobs` table.
-#[derive(Clone)]
-struct Row {
-    index_file: String,
-    pack: Vec<u8>,
-    chunk: Vec<u8>,
-    kind: i64,
-    comp: i64,
-    raw_len: i64,
-    offset: i64,
-    stored_len: i64,
-}
-
-/// The only cache file in `dir`.
+/// The only cache database in `dir`.
 fn cache_file(dir: &Path) -> PathBuf {
     let files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -33,49 +22,43 @@ fn cache_file(dir: &Path) -> PathBuf {
     files.into_iter().next().unwrap()
 }
 
-fn rows(db: &Path) -> Vec<Row> {
+/// The run files the cache database lists.
+fn run_files(db: &Path) -> Vec<PathBuf> {
     let c = Connection::open(db).unwrap();
-    let mut st = c
-        .prepare(
-            "SELECT index_file, pack, chunk, kind, comp, raw_len, offset, stored_len
-             FROM blobs ORDER BY rowid",
-        )
-        .unwrap();
-    let v = st
-        .query_map([], |r| {
-            Ok(Row {
-                index_file: r.get(0)?,
-                pack: r.get(1)?,
-                chunk: r.get(2)?,
-                kind: r.get(3)?,
-                comp: r.get(4)?,
-                raw_len: r.get(5)?,
-                offset: r.get(6)?,
-                stored_len: r.get(7)?,
-            })
-        })
+    let mut st = c.prepare("SELECT name FROM truns").unwrap();
+    let names: Vec<String> = st
+        .query_map([], |r| r.get(0))
         .unwrap()
-        .collect::<Result<Vec<_>, _>>()
+        .collect::<Result<_, _>>()
         .unwrap();
-    v
+    names
+        .into_iter()
+        .map(|n| db.with_extension("runs").join(n))
+        .collect()
 }
 
-fn insert(c: &Connection, r: &Row) {
-    c.execute(
-        "INSERT INTO blobs(index_file, pack, chunk, kind, comp, raw_len, offset, stored_len)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            r.index_file,
-            r.pack,
-            r.chunk,
-            r.kind,
-            r.comp,
-            r.raw_len,
-            r.offset,
-            r.stored_len
-        ],
-    )
-    .unwrap();
+/// Every entry of every run of the cache, with the run it is in.
+fn entries(db: &Path) -> Vec<(PathBuf, RunEntry)> {
+    let mut out = Vec::new();
+    for p in run_files(db) {
+        let r = Run::open(&p).unwrap();
+        out.extend(r.iter().unwrap().map(|e| (p.clone(), e.unwrap())));
+    }
+    out
+}
+
+/// Replace run `path` by one holding `v` (sorted here).
+fn rewrite_run(path: &Path, mut v: Vec<RunEntry>) {
+    v.sort_by_key(|e| e.id);
+    std::fs::remove_file(path).unwrap();
+    run::write(path, v.len() as u64, v.into_iter().map(Ok)).unwrap();
+}
+
+/// The index-file number the cache gives `file` (hex id).
+fn file_num(db: &Path, file: &str) -> u32 {
+    let c = Connection::open(db).unwrap();
+    c.query_row("SELECT num FROM tfiles WHERE id = ?1", [file], |r| r.get(0))
+        .unwrap()
 }
 
 fn names(env: &Env, sub: &str) -> Vec<String> {
@@ -113,16 +96,17 @@ fn clone_of(env: &Env) -> Env {
     c
 }
 
-/// The chunk rows `data` produces in a repository with `env`'s keys (learned in a clone).
-fn rows_of(env: &Env, data: &[u8]) -> Vec<Row> {
+/// The run entries `data` produces in a repository with `env`'s keys (learned in a clone).
+fn entries_of(env: &Env, data: &[u8]) -> Vec<RunEntry> {
     let clone = clone_of(env);
-    let before = rows(&cache_file(&clone.cache_or_open()));
+    let before = entries(&cache_file(&clone.cache_or_open()));
     clone.backup(data, &["--name", "probe"]);
-    let after = rows(&cache_file(&clone.cache));
-    let known: std::collections::HashSet<Vec<u8>> = before.into_iter().map(|r| r.chunk).collect();
+    let after = entries(&cache_file(&clone.cache));
+    let known: std::collections::HashSet<_> = before.into_iter().map(|(_, e)| e.id).collect();
     after
         .into_iter()
-        .filter(|r| !known.contains(&r.chunk))
+        .map(|(_, e)| e)
+        .filter(|e| !known.contains(&e.id))
         .collect()
 }
 
@@ -161,30 +145,32 @@ fn assert_repository_holds(env: &Env, snap: &str, data: &[u8]) {
     assert_eq!(out.status.code(), Some(EXIT_OK), "fsck: {}", stderr(&out));
 }
 
-/// (a) A row inserted into the cache claims that a chunk the next backup produces is stored
+/// (a) An entry added to the cache claims that a chunk the next backup produces is stored
 /// in an existing index file and pack. Before the fix the backup skipped uploading it.
 #[test]
 fn cache_trust_forged_row_does_not_make_backup_skip_a_chunk() {
     let env = small_chunk_env();
     env.backup(&noise(200_000, 1), &["--name", "a"]);
     let b = noise(200_000, 2);
-    let forged_source = rows_of(&env, &b);
+    let forged_source = entries_of(&env, &b);
     let db = cache_file(&env.cache);
-    let existing = rows(&db)[0].clone();
+    let (run_path, existing) = entries(&db)[0].clone();
     let packs_before = names(&env, "data");
-    let victim = forged_source.iter().find(|r| r.kind == 0).unwrap().clone();
-    {
-        let c = Connection::open(&db).unwrap();
-        // One data chunk of `b`, said to be in the first existing file's first pack.
-        insert(
-            &c,
-            &Row {
-                index_file: existing.index_file.clone(),
-                pack: existing.pack.clone(),
-                ..victim.clone()
-            },
-        );
-    }
+    let victim = *forged_source.iter().find(|e| e.kind == 0).unwrap();
+    // One data chunk of `b`, said to be in the first existing entry's file and pack, with
+    // the MAC it had in the clone.
+    let mut v: Vec<RunEntry> = Run::open(&run_path)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    v.push(RunEntry {
+        pack: existing.pack,
+        file: existing.file,
+        ..victim
+    });
+    rewrite_run(&run_path, v);
     let out = env.run(&["backup", "--name", "b"], &b);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -197,43 +183,54 @@ fn cache_trust_forged_row_does_not_make_backup_skip_a_chunk() {
         names(&env, "data").len() > packs_before.len(),
         "no new pack"
     );
-    // The forged chunk went into a pack of the new index file.
+    // The forged chunk went into a pack of a new index file (the cache was rebuilt: learn
+    // it again).
+    let db = cache_file(&env.cache_or_open());
     assert!(
-        rows(&db)
+        entries(&db)
             .iter()
-            .any(|r| r.chunk == victim.chunk && r.index_file != existing.index_file),
+            .any(|(_, e)| e.id == victim.id && e.pack != existing.pack),
         "the forged chunk was not uploaded"
     );
     assert_repository_holds(&env, &snap, &b);
 }
 
-/// (b) A row's pack id is changed to another pack. Before the fix the next backup trusted
-/// the wrong location, and restore through the cache failed.
+/// (b) The entries of one index file are moved to another pack. Before the fix the next
+/// backup trusted the wrong location, and restore through the cache failed.
 #[test]
 fn cache_trust_changed_pack_id_is_detected() {
     let env = small_chunk_env();
     let a = noise(200_000, 3);
-    env.backup(&a, &["--name", "a"]);
+    let first_file = {
+        env.backup(&a, &["--name", "a"]);
+        let db = cache_file(&env.cache);
+        let c = Connection::open(&db).unwrap();
+        c.query_row("SELECT id FROM tfiles", [], |r| r.get::<_, String>(0))
+            .unwrap()
+    };
     env.backup(&noise(200_000, 4), &["--name", "c"]);
     let db = cache_file(&env.cache);
-    let all = rows(&db);
-    let first_file = all[0].index_file.clone();
-    let other = all
-        .iter()
-        .find(|r| r.index_file != first_file)
-        .unwrap()
-        .pack
-        .clone();
-    {
-        let c = Connection::open(&db).unwrap();
-        let n = c
-            .execute(
-                "UPDATE blobs SET pack = ?1 WHERE index_file = ?2",
-                params![other, first_file],
-            )
-            .unwrap();
-        assert!(n > 0);
+    let first = file_num(&db, &first_file);
+    let all = entries(&db);
+    let other = all.iter().find(|(_, e)| e.file != first).unwrap().1.pack;
+    let mut moved = 0;
+    for run_path in run_files(&db) {
+        let v: Vec<RunEntry> = Run::open(&run_path)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                if e.file == first {
+                    e.pack = other;
+                    moved += 1;
+                }
+                e
+            })
+            .collect();
+        rewrite_run(&run_path, v);
     }
+    assert!(moved > 0);
     // The same data again, plus new data: dedups every chunk of `a`.
     let mut b = a.clone();
     b.extend_from_slice(&noise(50_000, 5));
@@ -249,7 +246,7 @@ fn cache_trust_changed_pack_id_is_detected() {
 }
 
 /// (c) The cache of another repository is copied into place under this repository's id, its
-/// rows labelled with this repository's index file (what the listing alone would accept).
+/// entries labelled with this repository's index file (what the listing alone would accept).
 /// The other repository shares this one's keys (a copy), so its chunk IDs are the ones the
 /// next backup produces: before the fix that backup uploaded nothing.
 #[test]
@@ -257,25 +254,51 @@ fn cache_trust_copied_cache_of_another_repository_is_not_trusted() {
     let env = small_chunk_env();
     env.backup(&noise(200_000, 6), &["--name", "a"]);
     let db = cache_file(&env.cache);
-    let ours = rows(&db)[0].index_file.clone();
+    let ours: String = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT id FROM tfiles", [], |r| r.get(0))
+        .unwrap();
     let other = clone_of(&env);
     let b = noise(200_000, 7);
     other.backup(&b, &["--name", "b"]);
     let other_db = cache_file(&other.cache);
-    // Into place: the other cache's file, under this cache's file name.
-    for ext in ["sqlite-wal", "sqlite-shm"] {
-        let _ = std::fs::remove_file(db.with_extension(ext));
-    }
     {
         let c = Connection::open(&other_db).unwrap();
         c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
-        c.execute("UPDATE blobs SET index_file = ?1", [&ours])
-            .unwrap();
-        c.execute("DELETE FROM index_files WHERE id != ?1", [&ours])
-            .unwrap();
+        // Every entry now claims to come from our index file.
+        c.execute("DELETE FROM tfiles", []).unwrap();
+        c.execute(
+            "INSERT INTO tfiles(num, id, entries) VALUES (0, ?1, 1)",
+            params![ours],
+        )
+        .unwrap();
         c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
     }
+    for p in run_files(&other_db) {
+        let v: Vec<RunEntry> = Run::open(&p)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| RunEntry {
+                file: 0,
+                ..e.unwrap()
+            })
+            .collect();
+        rewrite_run(&p, v);
+    }
+    // Into place: the other cache's files, under this cache's names.
+    for ext in ["sqlite-wal", "sqlite-shm"] {
+        let _ = std::fs::remove_file(db.with_extension(ext));
+    }
+    std::fs::remove_dir_all(db.with_extension("runs")).unwrap();
     std::fs::copy(&other_db, &db).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(other_db.with_extension("runs"))
+        .arg(db.with_extension("runs"))
+        .status()
+        .unwrap();
+    assert!(st.success());
     let packs_before = names(&env, "data");
     let out = env.run(&["backup", "--name", "b"], &b);
     assert!(out.status.success(), "{}", stderr(&out));

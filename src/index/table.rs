@@ -1,0 +1,151 @@
+//! The cached index as a set of run files ([`super::run`]) plus the small maps that turn an
+//! entry's cache-local pack and index-file numbers back into IDs. Built by the cache
+//! ([`crate::cache::Cache::load_table`]); lookups read the disk, so memory does not grow with
+//! the number of entries (about 4 bytes per 8 entries of fanout, plus one pack ID per pack).
+//!
+//! Trust (format-spec X10, rule K5): the cache is writable by whoever owns the cache
+//! directory, so an entry counts only if its 8-byte MAC, keyed with
+//! [`crate::crypto::MasterKey::cache_table_key`] over the chunk ID, the full pack and index-file
+//! IDs and the location, checks out. An entry that fails is skipped (a miss: `backup` uploads
+//! the chunk again) and marks the table tainted, so that the caller rebuilds the cache.
+//! An entry whose index file is no longer in the cache (deleted by a prune) is dead.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::run::{Run, RunEntry};
+use super::{Hit, Origin};
+use crate::format::pack::{BlobEntry, BlobKind, Compression};
+use crate::id::{ChunkId, ObjectId, PackId};
+
+/// The MAC of one entry: the first 8 bytes of keyed BLAKE3 over `chunk id ‖ pack id ‖ index
+/// file id ‖ kind u8 ‖ compression u8 ‖ raw_len u32 ‖ offset u32 ‖ stored_len u32` (LE).
+pub fn entry_mac(key: &[u8; 32], e: &RunEntry, pack: &PackId, file: &ObjectId) -> [u8; 8] {
+    let mut b = [0u8; 110];
+    b[..32].copy_from_slice(&e.id.0);
+    b[32..64].copy_from_slice(&pack.0);
+    b[64..96].copy_from_slice(&file.0);
+    b[96] = e.kind;
+    b[97] = e.comp;
+    b[98..102].copy_from_slice(&e.raw_len.to_le_bytes());
+    b[102..106].copy_from_slice(&e.offset.to_le_bytes());
+    b[106..110].copy_from_slice(&e.stored_len.to_le_bytes());
+    let h = blake3::keyed_hash(key, &b);
+    h.as_bytes()[..8].try_into().expect("8 bytes")
+}
+
+pub struct Table {
+    /// Probed biggest first: most hits are in the oldest, largest run.
+    runs: Vec<Run>,
+    packs: Vec<Option<PackId>>,
+    files: HashMap<u32, ObjectId>,
+    key: zeroize::Zeroizing<[u8; 32]>,
+    live_entries: u64,
+    tainted: AtomicBool,
+}
+
+impl Table {
+    pub fn new(key: zeroize::Zeroizing<[u8; 32]>) -> Table {
+        Table {
+            runs: Vec::new(),
+            packs: Vec::new(),
+            files: HashMap::new(),
+            key,
+            live_entries: 0,
+            tainted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn add_run(&mut self, run: Run) {
+        self.runs.push(run);
+        self.runs.sort_by_key(|r| std::cmp::Reverse(r.count()));
+    }
+
+    pub fn add_pack(&mut self, num: u32, id: PackId) {
+        let n = num as usize;
+        if self.packs.len() <= n {
+            self.packs.resize(n + 1, None);
+        }
+        self.packs[n] = Some(id);
+    }
+
+    /// Index file `num` is live and holds `entries` entries.
+    pub fn add_file(&mut self, num: u32, id: ObjectId, entries: u64) {
+        if self.files.insert(num, id).is_none() {
+            self.live_entries += entries;
+        }
+    }
+
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Entries of live index files (a chunk stored twice counts twice).
+    pub fn live_entries(&self) -> u64 {
+        self.live_entries
+    }
+
+    pub fn is_tainted(&self) -> bool {
+        self.tainted.load(Ordering::Relaxed)
+    }
+
+    /// Carry the verdict of a table this one replaces (it was reopened after a write).
+    pub fn mark_tainted(&self) {
+        self.tainted.store(true, Ordering::Relaxed);
+    }
+
+    fn taint(&self, why: &str) {
+        if !self.tainted.swap(true, Ordering::Relaxed) {
+            eprintln!("dumpvault: warning: cache: {why}; the entry is ignored and the cache will be rebuilt");
+        }
+    }
+
+    /// Where `id` is, from the first live entry whose MAC checks out.
+    pub fn lookup(&self, id: &ChunkId) -> Option<Hit> {
+        let mut found = Vec::new();
+        for run in &self.runs {
+            found.clear();
+            if let Err(e) = run.find(id, &mut found) {
+                self.taint(&e.to_string());
+                continue;
+            }
+            for e in &found {
+                let Some(file) = self.files.get(&e.file) else {
+                    continue; // an index file a prune deleted
+                };
+                let Some(Some(pack)) = self.packs.get(e.pack as usize) else {
+                    self.taint("an index entry names an unknown pack");
+                    continue;
+                };
+                let mac = entry_mac(&self.key, e, pack, file);
+                // Constant-time comparison: the MAC guards against a writer of the cache.
+                let ok = mac
+                    .iter()
+                    .zip(e.mac.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+                let (Some(kind), Some(compression), true) =
+                    (BlobKind::from_u8(e.kind), Compression::from_u8(e.comp), ok)
+                else {
+                    self.taint("an index entry fails its MAC");
+                    continue;
+                };
+                return Some(Hit {
+                    origin: Origin {
+                        file: Some(*file),
+                        pack: *pack,
+                    },
+                    entry: BlobEntry {
+                        kind,
+                        compression,
+                        raw_len: e.raw_len,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        id: e.id,
+                    },
+                });
+            }
+        }
+        None
+    }
+}
