@@ -13,7 +13,7 @@
 //! - Pushes take no repository lock: they only add objects under `wal/`, which nothing but
 //!   the WAL retention of `prune` deletes, and that only deletes files older than the oldest
 //!   base backup kept (format-spec/13-wal.md, "Concurrency"). A long prune never stalls
-//!   archiving.
+//!   archiving. Taking no lock, a push checks the config's `ro_compat` bits itself (C11).
 //! - A fetched file is written to the destination only after its trailer, every frame's
 //!   authentication tag and the keyed hash of the whole plaintext have been checked.
 
@@ -155,6 +155,9 @@ fn stored_header(
 /// Archive the file at `path` (what `archive_command` gets as `%p`).
 pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
     check_cluster(cluster)?;
+    // C11: a writer refuses an unknown ro_compat bit. Every other writer checks it when it
+    // takes its lock; a push takes none (X30).
+    repo.config.check_writable()?;
     let file = path
         .file_name()
         .and_then(|f| f.to_str())
