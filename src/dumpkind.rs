@@ -117,7 +117,8 @@ pub struct DumpInfo {
 pub struct BaseBackupInfo {
     pub start_lsn: crate::pg::Lsn,
     pub timeline: u32,
-    /// Where recovery from this backup becomes consistent (the manifest's last WAL range);
+    /// Where recovery from this backup becomes consistent (the end of the manifest's first
+    /// WAL range, which PostgreSQL writes for the ending timeline);
     /// absent for a backup taken with `--no-manifest`.
     #[serde(
         default,
