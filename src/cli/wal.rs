@@ -215,6 +215,9 @@ fn status(ctx: &Ctx<'_>, cluster: &str) -> Result<()> {
                 b.backup.timeline
             );
         }
+        for f in &st.strays {
+            println!("not WAL (ignored): {f}");
+        }
         for p in &problems {
             println!("PROBLEM: {p}");
         }

@@ -302,6 +302,8 @@ fn copy_wal(src: &Repo, dst: &Repo) -> Result<Vec<WalCopied>> {
         for l in &listed {
             if l.conflict {
                 c.conflicts_skipped += 1;
+            } else if l.is_stray() {
+                // Not WAL (AW1): nothing to carry, and not readable as WAL.
             } else if have.contains(&l.file) {
                 c.present += 1;
             } else {
