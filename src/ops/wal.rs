@@ -14,6 +14,9 @@
 //!   the WAL retention of `prune` deletes, and that only deletes files older than the oldest
 //!   base backup kept (format-spec/13-wal.md, "Concurrency"). A long prune never stalls
 //!   archiving. Taking no lock, a push checks the config's `ro_compat` bits itself (C11).
+//! - A base backup is judged against a cluster's chain, and can make its WAL deletable, only
+//!   when its system identifier and the cluster's are both known and equal; LSNs of
+//!   different clusters are unrelated. One of unknown origin only ever keeps WAL.
 //! - A listed name that is neither a WAL file name nor a conflict copy (a stray) is never
 //!   read, chained, copied or deleted. An object that vanishes between listing and reading
 //!   (a concurrent prune) is passed over, not taken for damage.
@@ -407,9 +410,23 @@ pub struct BaseBackup {
     pub end_lsn: Option<Lsn>,
     pub wal_included: bool,
     pub sysid: Option<u64>,
+    /// False for a base backup stored incomplete (`--allow-truncated`): it cannot be
+    /// restored, so WAL retention never keeps WAL for it.
+    pub complete: bool,
 }
 
 impl BaseBackup {
+    /// Whether this base backup is one of the cluster whose WAL carries `cluster_sysid`:
+    /// `Some` only when both system identifiers are known (a cluster's is 0 when unknown).
+    /// LSNs of different clusters are unrelated, so a backup of unknown origin can be judged
+    /// against no chain and must make no WAL deletable.
+    pub fn of_cluster(&self, cluster_sysid: u64) -> Option<bool> {
+        match (self.sysid, cluster_sysid) {
+            (Some(s), c) if c != 0 => Some(s == c),
+            _ => None,
+        }
+    }
+
     pub fn point(&self) -> BaseBackupPoint {
         BaseBackupPoint {
             timeline: self.timeline,
@@ -426,10 +443,10 @@ pub fn base_backups(snaps: &[SnapshotEntry]) -> Vec<BaseBackup> {
         .iter()
         .filter_map(|e| {
             let s = &e.snapshot;
-            let b = s
-                .streams
-                .iter()
-                .find_map(|st| st.dump.as_ref()?.base_backup.clone())?;
+            let (b, complete) = s.streams.iter().find_map(|st| {
+                let d = st.dump.as_ref()?;
+                Some((d.base_backup.clone()?, !d.truncated()))
+            })?;
             Some(BaseBackup {
                 snapshot: e.id.to_hex(),
                 name: s.name.clone(),
@@ -440,6 +457,7 @@ pub fn base_backups(snaps: &[SnapshotEntry]) -> Vec<BaseBackup> {
                 end_lsn: b.end_lsn,
                 wal_included: b.wal_included,
                 sysid: b.sysid,
+                complete,
             })
         })
         .collect();
@@ -469,7 +487,12 @@ pub struct WalStatus {
     pub damaged: Vec<(String, String)>,
     /// Listed names that are neither WAL file names nor conflict copies (AW1): not read.
     pub strays: Vec<String>,
+    /// The base backups of this cluster: their system identifier is the cluster's.
     pub base_backups: Vec<BaseReach>,
+    /// Base backups that may or may not be this cluster's (the system identifier of the
+    /// backup or of the cluster is unknown), with the reach they would have if they were. Not
+    /// judged (no problem is reported for them) and not chosen by `pg restore` unless named.
+    pub unmatched: Vec<BaseReach>,
     /// Snapshots that could not be read (damage), so any base backup among them is missing
     /// above: id and error. Empty when the caller supplied the snapshots ([`status_of`]).
     pub unreadable_snapshots: Vec<(String, String)>,
@@ -663,13 +686,15 @@ pub fn status_of(repo: &Repo, cluster: &str, snaps: &[SnapshotEntry]) -> Result<
     let (chain, mut damaged) = chain(repo, cluster, &listed, id.seg_size)?;
     damaged.extend(id.damaged);
     damaged.sort();
-    // Base backups of another cluster (another system identifier) are not this one's.
-    let sysid = id.sysid;
     let mut bases = Vec::new();
-    for b in base_backups(snaps)
-        .into_iter()
-        .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))
-    {
+    let mut unmatched = Vec::new();
+    for b in base_backups(snaps) {
+        // A base backup of another cluster (another system identifier) is not this one's.
+        let mine = match b.of_cluster(id.sysid) {
+            Some(false) => continue,
+            Some(true) => true,
+            None => false,
+        };
         let mut reach = chain.reach(&b.point(), None);
         if let Some(last) = &reach.last_segment {
             if let Ok(p) = prefix_of(repo.backend.as_ref(), cluster, last) {
@@ -677,11 +702,16 @@ pub fn status_of(repo: &Repo, cluster: &str, snaps: &[SnapshotEntry]) -> Result<
             }
         }
         let pitr_until = reach.until_mtime_ms.and_then(ms_time);
-        bases.push(BaseReach {
+        let r = BaseReach {
             backup: b,
             reach,
             pitr_until,
-        });
+        };
+        if mine {
+            bases.push(r);
+        } else {
+            unmatched.push(r);
+        }
     }
     let (last, last_segment_time) = match id.newest {
         Some((f, mtime)) => (Some(f), ms_time(mtime)),
@@ -705,10 +735,43 @@ pub fn status_of(repo: &Repo, cluster: &str, snaps: &[SnapshotEntry]) -> Result<
             .map(|l| l.file.clone())
             .collect(),
         base_backups: bases,
+        unmatched,
         unreadable_snapshots: Vec::new(),
         last_segment: last,
         last_segment_time,
     })
+}
+
+/// The base backups whose WAL retention keeps for a cluster whose WAL carries the system
+/// identifier `sysid` (0: unknown), with `keep` the `--wal-keep-base-backups` count (AW16).
+/// Only complete base backups count: one stored incomplete cannot be restored. Of those,
+/// the cluster's own (both identifiers known and equal, [`BaseBackup::of_cluster`]) count,
+/// the `keep` newest by snapshot time if `keep` is given; time, not start LSN, because after
+/// a point-in-time recovery that branched below older base backups the newest ones start at
+/// lower LSNs (X26). Base backups whose identifier or the cluster's is unknown are added
+/// whatever `keep` says, since they may be this cluster's: they can only keep WAL. And if
+/// none is certainly the cluster's, none is returned, so nothing is deleted: the LSNs of
+/// another cluster's base backup say nothing about this one's WAL (X25).
+pub fn retained_base_backups(
+    bases: &[BaseBackup],
+    sysid: u64,
+    keep: Option<usize>,
+) -> Vec<BaseBackup> {
+    let complete = bases.iter().filter(|b| b.complete);
+    let mut mine: Vec<BaseBackup> = complete
+        .clone()
+        .filter(|b| b.of_cluster(sysid) == Some(true))
+        .cloned()
+        .collect();
+    if mine.is_empty() {
+        return mine;
+    }
+    if let Some(n) = keep {
+        mine.sort_by_key(|b| std::cmp::Reverse((b.time, b.start_lsn)));
+        mine.truncate(n.max(1));
+    }
+    mine.extend(complete.filter(|b| b.of_cluster(sysid).is_none()).cloned());
+    mine
 }
 
 /// WAL retention: the files of `cluster` that no kept base backup needs. A segment (or
@@ -835,6 +898,7 @@ mod tests {
             end_lsn: None,
             wal_included: false,
             sysid: None,
+            complete: true,
         };
         assert!(retention_plan(&listed, ss, &[], None).is_empty());
         let del = retention_plan(

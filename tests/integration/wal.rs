@@ -77,6 +77,12 @@ impl Wal {
 
 /// A base backup tar starting in segment `start` and consistent in segment `start + 1`.
 fn base_tar(start: u64) -> Vec<u8> {
+    base_tar_of(start, Some(4242))
+}
+
+/// [`base_tar`] of the cluster with system identifier `sysid`; `None`: no `global/pg_control`
+/// in the tar, so the snapshot records no system identifier.
+fn base_tar_of(start: u64, sysid: Option<u64>) -> Vec<u8> {
     let lsn = |seg: u64, off: u64| dumpvault::pg::Lsn(seg * u64::from(SS) + off).to_string();
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8]| {
@@ -95,9 +101,11 @@ fn base_tar(start: u64) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    let mut control = 4242u64.to_le_bytes().to_vec();
-    control.resize(8192, 0);
-    add("global/pg_control", &control);
+    if let Some(sysid) = sysid {
+        let mut control = sysid.to_le_bytes().to_vec();
+        control.resize(8192, 0);
+        add("global/pg_control", &control);
+    }
     add("base/1/1259", &noise(50_000, start));
     add(
         "backup_manifest",
@@ -628,6 +636,25 @@ fn problem_lines(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// Push segment `n` of a cluster whose system identifier is `sysid` under `--cluster`.
+fn push_cluster(env: &Env, cluster: &str, n: u64, sysid: u64) {
+    let dir = env.dir.path().join(format!("pg_wal-{cluster}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(seg_name(n));
+    let mut d = segment(n);
+    d[24..32].copy_from_slice(&sysid.to_le_bytes());
+    std::fs::write(&p, d).unwrap();
+    let o = env.run(
+        &["wal", "push", "--cluster", cluster, p.to_str().unwrap()],
+        b"",
+    );
+    assert!(o.status.success(), "push {cluster} {n}: {}", stderr(&o));
+}
+
+fn cluster_object(env: &Env, cluster: &str, n: u64) -> PathBuf {
+    env.repo.join("wal").join(cluster).join(seg_name(n))
+}
+
 /// Regression for issue X22: a stored WAL object of version 0 is damage, as every other
 /// versioned object of version 0 is (X7), not "too new": a repeat push keeps a conflict copy
 /// beside it (exit 1) instead of failing with exit 8, and fsck reports it instead of stopping.
@@ -706,6 +733,95 @@ fn x24_stray_file_in_wal_dir_does_not_stop_fsck() {
     assert!(o.status.success(), "prune: {}", stderr(&o));
     assert!(!w.object(2).exists(), "retention still works");
     assert!(main.join("README").exists() && w.env.repo.join("wal/Main").exists());
+}
+
+/// Regression for issue X25: a base backup belongs to a cluster only when both system
+/// identifiers are known and equal. One of unknown identifier is judged in no cluster and
+/// makes no WAL deletable (a cluster with no base backup of its own keeps all its WAL), and
+/// a base backup of one cluster is never reported or used in another.
+#[test]
+fn x25_clusters_never_judge_or_cut_each_other_by_unknown_system_identifier() {
+    let env = Env::new();
+    for n in 2..=9 {
+        push_cluster(&env, "a", n, 4242);
+    }
+    for n in 2..=4 {
+        push_cluster(&env, "b", n, 5353);
+    }
+    // A base backup of unknown system identifier, starting in segment 7.
+    let unknown = env.backup(&base_tar_of(7, None), &["--name", "pg-base"]);
+    let status = |cluster: &str| {
+        let o = env.run(&["wal", "status", "--json", "--cluster", cluster], b"");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("status {cluster}: {}", stderr(&o)));
+        (o.status.code(), v)
+    };
+    let (code, st) = status("b");
+    assert_eq!(code, Some(0), "not b's to judge: {st}");
+    assert_eq!(st["status"]["base_backups"], serde_json::json!([]));
+    assert_eq!(st["status"]["unmatched"][0]["snapshot"], unknown.as_str());
+    let o = env.run(&["prune"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    for n in 2..=4 {
+        assert!(cluster_object(&env, "b", n).exists(), "b keeps segment {n}");
+    }
+    for n in 2..=9 {
+        assert!(cluster_object(&env, "a", n).exists(), "a keeps segment {n}");
+    }
+
+    // A base backup of cluster a (4242) from segment 5: a's WAL below it goes, b's stays,
+    // and b's status does not judge it.
+    let mine = env.backup(&base_tar_of(5, Some(4242)), &["--name", "pg-base"]);
+    let o = env.run(&["prune"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    for n in 2..=4 {
+        assert!(
+            !cluster_object(&env, "a", n).exists(),
+            "a drops segment {n}"
+        );
+        assert!(cluster_object(&env, "b", n).exists(), "b keeps segment {n}");
+    }
+    for n in 5..=9 {
+        assert!(cluster_object(&env, "a", n).exists(), "a keeps segment {n}");
+    }
+    let (code, st) = status("a");
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["status"]["base_backups"][0]["snapshot"], mine.as_str());
+    assert_eq!(st["status"]["base_backups"].as_array().unwrap().len(), 1);
+    let (code, st) = status("b");
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["status"]["base_backups"], serde_json::json!([]));
+    assert_eq!(st["status"]["unmatched"].as_array().unwrap().len(), 1);
+    let (code, r) = fsck_json(&env, &[]);
+    assert_eq!(code, Some(EXIT_OK), "{r}");
+}
+
+/// Regression for issue X26: `--wal-keep-base-backups N` keeps the WAL of the N newest
+/// complete base backups by time. Here the newest starts at the lowest LSN (as after a
+/// point-in-time recovery that branched below older base backups), and a base backup stored
+/// incomplete, which cannot be restored, is newer still: neither may take its place.
+#[test]
+fn x26_wal_keep_base_backups_keeps_the_newest_complete_by_time() {
+    let w = Wal::new(Env::new());
+    for n in 2..=9 {
+        w.push_ok(n);
+    }
+    base_backup(&w.env, 8);
+    let newest = base_backup(&w.env, 3);
+    let tar = base_tar(6);
+    let cut = &tar[..tar.len() - 1024];
+    let o = w
+        .env
+        .run(&["backup", "--name", "pg-base", "--allow-truncated"], cut);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w.env.run(&["prune", "--wal-keep-base-backups", "1"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    assert!(!w.object(2).exists(), "below the newest base backup");
+    for n in 3..=9 {
+        assert!(w.object(n).exists(), "segment {n} is needed by {newest}");
+    }
+    let (code, st) = w.status();
+    assert_eq!(code, Some(0), "{st}");
 }
 
 /// Regression for issue X28: a WAL object deleted between fsck's listing and its read (by a
