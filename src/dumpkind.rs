@@ -54,6 +54,8 @@ type Crc64Impl = crc::Table<16>;
 static CRC64: crc::Crc<u64, Crc64Impl> = crc::Crc::<u64, Crc64Impl>::new(&crc::CRC_64_REDIS);
 
 /// What a stream was recognised as; stored (optionally) in the snapshot's stream as `dump`.
+/// Optional fields here and in [`BaseBackupInfo`] are absent or of their type, never `null`
+/// (07, encoding: only `requests` and `dump` themselves may be `null`; X31).
 /// `kind` is a string, not an enum, so that a reader meets kinds added later without rejecting
 /// the snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -61,26 +63,50 @@ pub struct DumpInfo {
     /// `pg_dump_plain`, `pg_dumpall`, `pg_dump_custom` or `redis_rdb`.
     pub kind: String,
     /// The dump format's own version: `"1.14"` (custom-format archive version), `"10"` (RDB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub version: Option<String>,
     /// Custom format only: `none`, `gzip`, `lz4`, `zstd`, or `gzip level N` for archives
     /// before 1.15, which record a zlib level (-1 is zlib's default level).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub compression: Option<String>,
     /// Whether the stream ends the way a complete dump of this kind ends; absent when there is
     /// no way to tell (a custom-format archive version this module does not parse).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub complete: Option<bool>,
     /// Why it is judged incomplete.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub problem: Option<String>,
     /// RDB only: `true` when the stream ends with the 40-byte end-of-transfer mark that
     /// `redis-cli --rdb -` writes after a diskless-sync RDB, so the RDB file proper is the
     /// stream without its last 40 bytes. Absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub eof_mark: Option<bool>,
     /// `pg_basebackup` only: where the backup starts and ends in WAL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub base_backup: Option<BaseBackupInfo>,
 }
 
@@ -91,17 +117,38 @@ pub struct DumpInfo {
 pub struct BaseBackupInfo {
     pub start_lsn: crate::pg::Lsn,
     pub timeline: u32,
-    /// Where recovery from this backup becomes consistent (the manifest's last WAL range);
+    /// Where recovery from this backup becomes consistent (the end of the manifest's first
+    /// WAL range, which PostgreSQL writes for the ending timeline);
     /// absent for a backup taken with `--no-manifest`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub end_lsn: Option<crate::pg::Lsn>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub end_timeline: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub sysid: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::snapshot::json::de_present"
+    )]
     pub start_time: Option<String>,
     /// The tar holds WAL segments under `pg_wal/` (`-X fetch`): it can reach consistency
     /// without the archive.

@@ -254,9 +254,10 @@ pub fn manifest_wal_end(tail: &[u8]) -> Option<(u32, Lsn)> {
     let text = String::from_utf8_lossy(tail);
     let ranges = text.rfind("\"WAL-Ranges\"")?;
     let rest = &text[ranges..];
-    // PostgreSQL lists the ranges newest timeline first: the first one holds the end.
-    let first = rest.find('}').map_or(rest, |e| &rest[..=e]);
-    let rest = first;
+    // PostgreSQL (`AddWALInfoToBackupManifest`) lists the ranges newest timeline first: the
+    // first one holds the backup's end; the last ends at a switch point when the timeline
+    // changed during the backup (X27).
+    let rest = rest.find('}').map_or(rest, |e| &rest[..=e]);
     let end_at = rest.rfind("\"End-LSN\"")?;
     let end = rest[end_at + 9..].split('"').nth(1).and_then(Lsn::parse)?;
     let tl_at = rest[..end_at].rfind("\"Timeline\"")?;
@@ -616,6 +617,18 @@ mod tests {
 "Manifest-Checksum": "abc"}"#;
         assert_eq!(manifest_wal_end(m), Some((1, Lsn(0x2000138))));
         assert_eq!(manifest_wal_end(b"{}"), None);
+    }
+
+    /// A base backup during which the timeline changed (a standby promoted meanwhile): the
+    /// manifest lists the ending timeline first, and that range holds the end.
+    #[test]
+    fn x27_manifest_wal_end_takes_the_ending_timeline() {
+        let m = br#"..."WAL-Ranges": [
+{ "Timeline": 2, "Start-LSN": "0/5000000", "End-LSN": "0/6000100" },
+{ "Timeline": 1, "Start-LSN": "0/4000028", "End-LSN": "0/5000000" }
+],
+"Manifest-Checksum": "abc"}"#;
+        assert_eq!(manifest_wal_end(m), Some((2, Lsn(0x6000100))));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A fault-injecting `Backend` wrapper, for tests: it fails the Nth call of a given kind,
-//! returns a short read, stores a truncated object while reporting success, or flips a bit in
-//! what a read returns. Everything above the backend must turn each of these into a clear
+//! returns a short read, stores a truncated object while reporting success, flips a bit in
+//! what a read returns, or deletes the object a read is about to fetch. Everything above the backend must turn each of these into a clear
 //! error (or, for the silent ones, into damage that `fsck`/`restore` name), never into a
 //! snapshot that cannot be restored or into unauthenticated bytes on the output.
 //!
@@ -11,7 +11,7 @@
 //!   calls inject the same faults.
 //! - A fault never reaches the inner backend as a partial operation except `TruncateWrite`,
 //!   which deliberately stores a prefix under the full object's name (what a store without
-//!   atomic writes, or bad media, could leave).
+//!   atomic writes, or bad media, could leave), and `Vanish`, which deletes the object whole.
 //! - Every injected fault is recorded (`injected`), so a test can assert that the error or
 //!   the fsck report names exactly the object that was damaged.
 
@@ -45,6 +45,10 @@ pub enum Fault {
     /// A read returns the right number of bytes with one bit flipped (nothing is changed in
     /// the store). An empty read is returned unchanged. Other calls: treated as `Fail`.
     FlipBit,
+    /// The object is deleted from the store just before a read or stat (`get`, `get_range`,
+    /// `size`, `modified`) runs, which then finds it absent: what a concurrent prune does
+    /// between another command's listing and its read. Other calls: treated as `Fail`.
+    Vanish,
 }
 
 /// One rule: fault the `nth` (1-based) matching call, and the `times − 1` matching calls
@@ -179,6 +183,12 @@ impl FaultBackend {
         });
     }
 
+    /// Delete `name` from the inner store (it may be absent already) and record it.
+    fn vanish(&self, op: Op, kind: ObjectKind, name: &str) {
+        let _ = self.inner.delete(kind, name);
+        self.record(op, kind, name, Fault::Vanish, 0);
+    }
+
     fn fail(&self, op: Op, kind: ObjectKind, name: &str) -> Error {
         self.record(op, kind, name, Fault::Fail, 0);
         Error::Backend(format!("injected fault: {op:?} {kind} {name}"))
@@ -212,7 +222,7 @@ impl FaultBackend {
                 self.record(op, kind, name, fault, bit);
                 Ok(data)
             }
-            Fault::Fail | Fault::TruncateWrite => Err(self.fail(op, kind, name)),
+            Fault::Fail | Fault::TruncateWrite | Fault::Vanish => Err(self.fail(op, kind, name)),
         }
     }
 }
@@ -245,6 +255,10 @@ impl Backend for FaultBackend {
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         match self.decide(Op::Get, kind) {
             Some((Fault::Fail, _)) => Err(self.fail(Op::Get, kind, name)),
+            Some((Fault::Vanish, _)) => {
+                self.vanish(Op::Get, kind, name);
+                self.inner.get(kind, name)
+            }
             Some(f) => {
                 let data = self.inner.get(kind, name)?;
                 self.damage_read(Op::Get, kind, name, f, data)
@@ -255,6 +269,10 @@ impl Backend for FaultBackend {
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         match self.decide(Op::GetRange, kind) {
             Some((Fault::Fail, _)) => Err(self.fail(Op::GetRange, kind, name)),
+            Some((Fault::Vanish, _)) => {
+                self.vanish(Op::GetRange, kind, name);
+                self.inner.get_range(kind, name, offset, len)
+            }
             Some(f) => {
                 let data = self.inner.get_range(kind, name, offset, len)?;
                 self.damage_read(Op::GetRange, kind, name, f, data)
@@ -264,6 +282,10 @@ impl Backend for FaultBackend {
     }
     fn size(&self, kind: ObjectKind, name: &str) -> Result<u64> {
         match self.decide(Op::Size, kind) {
+            Some((Fault::Vanish, _)) => {
+                self.vanish(Op::Size, kind, name);
+                self.inner.size(kind, name)
+            }
             Some(_) => Err(self.fail(Op::Size, kind, name)),
             None => self.inner.size(kind, name),
         }
@@ -271,6 +293,10 @@ impl Backend for FaultBackend {
     fn modified(&self, kind: ObjectKind, name: &str) -> Result<Option<std::time::SystemTime>> {
         // A stat, like `size`: the same rules fault it.
         match self.decide(Op::Size, kind) {
+            Some((Fault::Vanish, _)) => {
+                self.vanish(Op::Size, kind, name);
+                self.inner.modified(kind, name)
+            }
             Some(_) => Err(self.fail(Op::Size, kind, name)),
             None => self.inner.modified(kind, name),
         }

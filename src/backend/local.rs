@@ -9,7 +9,8 @@
 //! Writes go to a hidden temp file in the destination directory, are fsynced, then linked to
 //! the final name with `link(2)` (which, unlike `rename(2)`, never replaces an existing file),
 //! and the directory is fsynced. A crash at any point leaves at most a `.tmp-*` file, never a
-//! half-written object under a final name. Listing skips dot files.
+//! half-written object under a final name. Listing skips dot files, and under `wal/` every
+//! name that is not `<cluster>/<file>` of the shape `valid_wal_name` checks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -179,10 +180,14 @@ impl Backend for LocalBackend {
                     }
                     let mut files = Vec::new();
                     Self::list_dir(&ent.path(), &mut files)?;
+                    // Only names of the shape AW1 allows, as the S3 listing keeps: `get`
+                    // refuses any other (X24), so a stray file such as an editor's backup
+                    // copy, or a directory that is no cluster name, must not be listed.
                     out.extend(
                         files
                             .into_iter()
-                            .map(|(n, s)| (format!("{cluster}/{n}"), s)),
+                            .map(|(n, s)| (format!("{cluster}/{n}"), s))
+                            .filter(|(n, _)| super::valid_wal_name(n)),
                     );
                 }
             }

@@ -16,8 +16,9 @@ pub(super) struct PruneArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub(super) dry_run: bool,
-    /// Keep archived WAL for only the newest N base backups (default: for every base backup
-    /// kept, so each can still be recovered to any point after it).
+    /// Keep archived WAL for only the newest N complete base backups of each cluster, by time
+    /// (default: for every base backup kept, so each can still be recovered to any point after
+    /// it).
     #[arg(long)]
     pub(super) wal_keep_base_backups: Option<usize>,
 }

@@ -215,6 +215,18 @@ fn status(ctx: &Ctx<'_>, cluster: &str) -> Result<()> {
                 b.backup.timeline
             );
         }
+        for b in &st.unmatched {
+            println!(
+                "base backup {} {} start {} tl {}: system identifier unknown, not judged",
+                &b.backup.snapshot[..8],
+                b.backup.time.format("%Y-%m-%d %H:%M:%S"),
+                b.backup.start_lsn,
+                b.backup.timeline
+            );
+        }
+        for f in &st.strays {
+            println!("not WAL (ignored): {f}");
+        }
         for p in &problems {
             println!("PROBLEM: {p}");
         }

@@ -96,6 +96,36 @@ mod tests {
         assert!(s.streams[0].dump.is_none());
     }
 
+    /// X31: the optional fields inside `dump` and `base_backup` may be absent, never `null`
+    /// (only `requests` and `dump` themselves may be).
+    #[test]
+    fn x31_null_inside_dump_is_damage() {
+        let base = r#"{"start_lsn":"0/2000028","timeline":1,"wal_included":false}"#;
+        let dump = |fields: &str| {
+            with(
+                r#""new_bytes":144"#,
+                &format!(r#""new_bytes":144,"dump":{{"kind":"pg_basebackup"{fields}}}"#),
+            )
+        };
+        let s = dec(&dump(&format!(r#","base_backup":{base}"#))).unwrap();
+        let b = s.streams[0].dump.as_ref().unwrap().base_backup.as_ref();
+        assert_eq!(b.unwrap().end_lsn, None);
+        for field in [
+            "version",
+            "compression",
+            "complete",
+            "problem",
+            "eof_mark",
+            "base_backup",
+        ] {
+            damaged(&dump(&format!(r#","{field}":null"#)));
+        }
+        for field in ["end_lsn", "end_timeline", "sysid", "label", "start_time"] {
+            let b = base.replace('}', &format!(r#","{field}":null}}"#));
+            damaged(&dump(&format!(r#","base_backup":{b}"#)));
+        }
+    }
+
     /// S3: a key twice in any object whose fields the spec defines is damage.
     #[test]
     fn duplicate_keys_are_damage() {

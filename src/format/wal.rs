@@ -152,6 +152,11 @@ pub fn parse_prefix(name: &str, b: &[u8]) -> Result<Prefix> {
     }
     let mut r = Reader::new(&b[8..PREFIX_LEN]);
     let version = r.u32().unwrap_or(0);
+    // Version 0 was never written: damage, not "too new" (X7, X22), so that `wal push` keeps
+    // a conflict copy beside such an object and fsck reports it instead of stopping.
+    if version == 0 {
+        return Err(corrupt(name, "WAL object version 0 is never valid"));
+    }
     if version != VERSION {
         return Err(Error::UnsupportedVersion {
             found: version,
@@ -355,5 +360,27 @@ mod tests {
                 .1,
             h
         );
+    }
+
+    #[test]
+    fn x22_version_zero_is_damage() {
+        let key = MasterKey::generate();
+        let mut b = object(&key);
+        b[8..12].copy_from_slice(&0u32.to_le_bytes());
+        for e in [
+            parse_prefix("x", &b).unwrap_err(),
+            check_trailer("x", &b).unwrap_err(),
+            decode(&key, "main", "000000010000000000000001", "x", &b).unwrap_err(),
+        ] {
+            assert!(
+                e.is_corruption() && e.to_string().contains("version 0"),
+                "{e}"
+            );
+        }
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        assert!(matches!(
+            parse_prefix("x", &b),
+            Err(Error::UnsupportedVersion { found: 2, .. })
+        ));
     }
 }

@@ -279,6 +279,9 @@ fn copy_records(src: &Repo, dst: &Repo, done: &[CopiedSnapshot]) -> Result<u64> 
 /// comment). Files are copied several at once; one that fails stops the copy with its error
 /// (those stored before it stay: each is whole on its own).
 fn copy_wal(src: &Repo, dst: &Repo) -> Result<Vec<WalCopied>> {
+    // Storing WAL takes no lock, so C11 is checked here (X30): with every snapshot present
+    // no backup into the target ran to check it.
+    dst.config.check_writable()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(WAL_COPY_PARALLEL)
         .build()
@@ -299,6 +302,8 @@ fn copy_wal(src: &Repo, dst: &Repo) -> Result<Vec<WalCopied>> {
         for l in &listed {
             if l.conflict {
                 c.conflicts_skipped += 1;
+            } else if l.is_stray() {
+                // Not WAL (AW1): nothing to carry, and not readable as WAL.
             } else if have.contains(&l.file) {
                 c.present += 1;
             } else {

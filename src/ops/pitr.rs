@@ -71,6 +71,9 @@ pub fn plan(repo: &mut Repo, opts: &PitrOptions) -> Result<PitrPlan> {
     let st = wal::status(repo, &opts.cluster)?;
     let mut bases: Vec<BaseReach> = st.base_backups;
     if let Some(spec) = &opts.snapshot {
+        // A base backup whose system identifier (or the cluster's) is unknown is never
+        // chosen, only taken when named: it may be another cluster's (X25).
+        bases.extend(st.unmatched.iter().cloned());
         let spec = spec.to_ascii_lowercase();
         bases.retain(|b| b.backup.snapshot.starts_with(&spec));
         if bases.len() != 1 {
@@ -81,9 +84,16 @@ pub fn plan(repo: &mut Repo, opts: &PitrOptions) -> Result<PitrPlan> {
         }
     }
     if bases.is_empty() {
-        return Err(Error::SnapshotNotFound(
-            "a base backup (back one up with `dumpvault backup -- pg_basebackup -D - -Ft -X fetch`)".into(),
-        ));
+        let unmatched = match st.unmatched.len() {
+            0 => String::new(),
+            n => format!(
+                " ({n} of unknown system identifier may be this cluster's: name one with --snapshot)"
+            ),
+        };
+        return Err(Error::SnapshotNotFound(format!(
+            "a base backup of cluster {}{unmatched} (back one up with `dumpvault backup -- pg_basebackup -D - -Ft -X fetch`)",
+            opts.cluster
+        )));
     }
     // Newest first.
     bases.sort_by_key(|b| std::cmp::Reverse(b.backup.start_lsn));

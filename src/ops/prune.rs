@@ -560,9 +560,10 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
     })
 }
 
-/// WAL retention (ops::wal::retention_plan) for every cluster, under prune's lock. Base
-/// backups count for a cluster when their system identifier is the one its WAL carries (or
-/// either is unknown), so two clusters in one repository never cut each other's WAL.
+/// WAL retention (ops::wal::retention_plan) for every cluster, under prune's lock. The base
+/// backups that count are chosen by `ops::wal::retained_base_backups`: a cluster's own, by
+/// system identifier, so two clusters in one repository never cut each other's WAL. The
+/// snapshots are read strictly: a damaged one may be a base backup whose WAL is needed.
 fn prune_wal(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<usize> {
     use crate::ops::wal;
     let clusters = wal::clusters(repo.backend.as_ref())?;
@@ -577,15 +578,7 @@ fn prune_wal(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<usiz
         let wal::Identity {
             seg_size, sysid, ..
         } = wal::cluster_identity(repo, &c, &listed)?;
-        let mut kept: Vec<wal::BaseBackup> = bases
-            .iter()
-            .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))
-            .cloned()
-            .collect();
-        if let Some(n) = opts.wal_keep_base_backups {
-            kept.sort_by_key(|b| std::cmp::Reverse(b.start_lsn));
-            kept.truncate(n.max(1));
-        }
+        let kept = wal::retained_base_backups(&bases, sysid, opts.wal_keep_base_backups);
         let del = wal::retention_plan(&listed, seg_size, &kept, None);
         removed += del.len();
         if !dry_run {

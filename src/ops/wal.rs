@@ -13,7 +13,13 @@
 //! - Pushes take no repository lock: they only add objects under `wal/`, which nothing but
 //!   the WAL retention of `prune` deletes, and that only deletes files older than the oldest
 //!   base backup kept (format-spec/13-wal.md, "Concurrency"). A long prune never stalls
-//!   archiving.
+//!   archiving. Taking no lock, a push checks the config's `ro_compat` bits itself (C11).
+//! - A base backup is judged against a cluster's chain, and can make its WAL deletable, only
+//!   when its system identifier and the cluster's are both known and equal; LSNs of
+//!   different clusters are unrelated. One of unknown origin only ever keeps WAL.
+//! - A listed name that is neither a WAL file name nor a conflict copy (a stray) is never
+//!   read, chained, copied or deleted. An object that vanishes between listing and reading
+//!   (a concurrent prune) is passed over, not taken for damage.
 //! - A fetched file is written to the destination only after its trailer, every frame's
 //!   authentication tag and the keyed hash of the whole plaintext have been checked.
 
@@ -155,6 +161,9 @@ fn stored_header(
 /// Archive the file at `path` (what `archive_command` gets as `%p`).
 pub fn push(repo: &Repo, cluster: &str, path: &Path) -> Result<PushReport> {
     check_cluster(cluster)?;
+    // C11: a writer refuses an unknown ro_compat bit. Every other writer checks it when it
+    // takes its lock; a push takes none (X30).
+    repo.config.check_writable()?;
     let file = path
         .file_name()
         .and_then(|f| f.to_str())
@@ -326,10 +335,32 @@ pub fn write_file_atomic(dest: &Path, data: &[u8]) -> Result<()> {
 pub struct Listed {
     pub file: String,
     pub size: u64,
+    /// The WAL file name; `None` for a conflict copy and for a stray ([`Listed::is_stray`]).
     #[serde(skip)]
     pub name: Option<WalName>,
     /// A `.conflict-` copy.
     pub conflict: bool,
+}
+
+impl Listed {
+    /// A name of the right shape (AW1) that is neither a WAL file name nor a conflict copy:
+    /// not WAL, so it is never read, chained or deleted (format-spec/13-wal.md, AW1).
+    pub fn is_stray(&self) -> bool {
+        self.name.is_none() && !self.conflict
+    }
+}
+
+/// What a listed file name under a cluster is: its WAL file name, and whether it is a
+/// conflict copy (`<WAL file name>.conflict-<16 lower-case hex>`, whose WAL name is `None`).
+/// Neither means a stray.
+pub fn classify(file: &str) -> (Option<WalName>, bool) {
+    if let Some((base, tag)) = file.split_once(CONFLICT_MARK) {
+        let conflict = WalName::parse(base).is_some()
+            && tag.len() == 16
+            && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        return (None, conflict);
+    }
+    (WalName::parse(file), false)
 }
 
 /// Everything archived for `cluster`, sorted by name.
@@ -340,11 +371,9 @@ pub fn list(backend: &dyn Backend, cluster: &str) -> Result<Vec<Listed>> {
         .into_iter()
         .filter_map(|(n, size)| {
             let file = n.strip_prefix(&prefix)?.to_string();
-            let conflict = file.contains(CONFLICT_MARK);
-            let base = file.split(CONFLICT_MARK).next().unwrap_or(&file);
-            let name = WalName::parse(base);
+            let (name, conflict) = classify(&file);
             Some(Listed {
-                name: if conflict { None } else { name },
+                name,
                 file,
                 size,
                 conflict,
@@ -381,9 +410,23 @@ pub struct BaseBackup {
     pub end_lsn: Option<Lsn>,
     pub wal_included: bool,
     pub sysid: Option<u64>,
+    /// False for a base backup stored incomplete (`--allow-truncated`): it cannot be
+    /// restored, so WAL retention never keeps WAL for it.
+    pub complete: bool,
 }
 
 impl BaseBackup {
+    /// Whether this base backup is one of the cluster whose WAL carries `cluster_sysid`:
+    /// `Some` only when both system identifiers are known (a cluster's is 0 when unknown).
+    /// LSNs of different clusters are unrelated, so a backup of unknown origin can be judged
+    /// against no chain and must make no WAL deletable.
+    pub fn of_cluster(&self, cluster_sysid: u64) -> Option<bool> {
+        match (self.sysid, cluster_sysid) {
+            (Some(s), c) if c != 0 => Some(s == c),
+            _ => None,
+        }
+    }
+
     pub fn point(&self) -> BaseBackupPoint {
         BaseBackupPoint {
             timeline: self.timeline,
@@ -400,10 +443,10 @@ pub fn base_backups(snaps: &[SnapshotEntry]) -> Vec<BaseBackup> {
         .iter()
         .filter_map(|e| {
             let s = &e.snapshot;
-            let b = s
-                .streams
-                .iter()
-                .find_map(|st| st.dump.as_ref()?.base_backup.clone())?;
+            let (b, complete) = s.streams.iter().find_map(|st| {
+                let d = st.dump.as_ref()?;
+                Some((d.base_backup.clone()?, !d.truncated()))
+            })?;
             Some(BaseBackup {
                 snapshot: e.id.to_hex(),
                 name: s.name.clone(),
@@ -414,6 +457,7 @@ pub fn base_backups(snaps: &[SnapshotEntry]) -> Vec<BaseBackup> {
                 end_lsn: b.end_lsn,
                 wal_included: b.wal_included,
                 sysid: b.sysid,
+                complete,
             })
         })
         .collect();
@@ -438,18 +482,29 @@ pub struct WalStatus {
     pub stored_bytes: u64,
     pub timelines: Vec<pg::TimelineReport>,
     pub conflicts: Vec<String>,
-    /// History files that could not be read (damage).
+    /// Objects found damaged while judging the chain (history files, and segments whose
+    /// prefix or header was read for the cluster's identity): file name and error.
     pub damaged: Vec<(String, String)>,
+    /// Listed names that are neither WAL file names nor conflict copies (AW1): not read.
+    pub strays: Vec<String>,
+    /// The base backups of this cluster: their system identifier is the cluster's.
     pub base_backups: Vec<BaseReach>,
+    /// Base backups that may or may not be this cluster's (the system identifier of the
+    /// backup or of the cluster is unknown), with the reach they would have if they were. Not
+    /// judged (no problem is reported for them) and not chosen by `pg restore` unless named.
+    pub unmatched: Vec<BaseReach>,
+    /// Snapshots that could not be read (damage), so any base backup among them is missing
+    /// above: id and error. Empty when the caller supplied the snapshots ([`status_of`]).
+    pub unreadable_snapshots: Vec<(String, String)>,
     /// The newest archived segment and when its content was written.
     pub last_segment: Option<String>,
     pub last_segment_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl WalStatus {
-    /// Gaps, conflicts, unreadable history files and base backups that cannot be made
-    /// consistent are damage.
-    pub fn problems(&self) -> Vec<String> {
+    /// Gaps, conflicts and base backups that cannot be made consistent: what is wrong with
+    /// the chain itself (fsck reports damaged objects apart, by name).
+    pub fn chain_problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         for t in &self.timelines {
             for g in &t.gaps {
@@ -481,9 +536,6 @@ impl WalStatus {
                 "conflicting copy {c}: a push of different content under an archived name"
             ));
         }
-        for (f, e) in &self.damaged {
-            p.push(format!("{f}: {e}"));
-        }
         for b in &self.base_backups {
             if let Some(m) = &b.reach.missing_for_consistency {
                 p.push(format!(
@@ -491,6 +543,20 @@ impl WalStatus {
                     b.backup.snapshot.get(..8).unwrap_or("")
                 ));
             }
+        }
+        p
+    }
+
+    /// Every problem: the chain's, damaged objects and unreadable snapshots (all damage).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = self.chain_problems();
+        for (f, e) in &self.damaged {
+            p.push(format!("{f}: {e}"));
+        }
+        for (id, e) in &self.unreadable_snapshots {
+            p.push(format!(
+                "snapshot {id} cannot be read, so a base backup it may be is not judged: {e}"
+            ));
         }
         p
     }
@@ -507,14 +573,6 @@ pub fn prefix_of(backend: &dyn Backend, cluster: &str, file: &str) -> Result<fmt
     fmt::parse_prefix(&object, &b)
 }
 
-/// The newest whole segment of a listing.
-fn newest_segment(listed: &[Listed]) -> Option<&Listed> {
-    listed
-        .iter()
-        .rev()
-        .find(|l| l.name.as_ref().is_some_and(|n| n.kind == WalKind::Segment))
-}
-
 /// What the newest segment of a cluster says of it.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -522,35 +580,48 @@ pub struct Identity {
     pub seg_size: u32,
     /// The system identifier (0 when unknown).
     pub sysid: u64,
-    /// The newest segment's name and source mtime (Unix ms).
+    /// The name and source mtime (Unix ms) of the segment they were read from.
     pub newest: Option<(String, i64)>,
+    /// Newer segments whose prefix or header was found damaged on the way: name and error.
+    pub damaged: Vec<(String, String)>,
 }
 
-/// The [`Identity`] of `cluster`, from its newest segment (one ranged read of the prefix
-/// and one of the sealed header); defaults when it has none.
+/// The [`Identity`] of `cluster`, from its newest segment whose prefix and header open (one
+/// ranged read of each); defaults when it has none. A damaged segment is recorded and the
+/// next older one tried, and one deleted since the listing (a concurrent prune's WAL
+/// retention) is passed over, so that neither stops `wal status` or `fsck` (X28, X29); a
+/// storage error does.
 pub fn cluster_identity(repo: &Repo, cluster: &str, listed: &[Listed]) -> Result<Identity> {
-    let Some(l) = newest_segment(listed) else {
-        return Ok(Identity {
-            seg_size: pg::DEFAULT_SEGMENT_SIZE,
-            sysid: 0,
-            newest: None,
-        });
-    };
-    let (p, h) = stored_header(
-        Archive::of(repo),
-        cluster,
-        &l.file,
-        &object_name(cluster, &l.file),
-        l.size,
-    )?;
+    let mut damaged = Vec::new();
+    let segments = listed
+        .iter()
+        .rev()
+        .filter(|l| l.name.as_ref().is_some_and(|n| n.kind == WalKind::Segment));
+    for l in segments {
+        let object = object_name(cluster, &l.file);
+        match stored_header(Archive::of(repo), cluster, &l.file, &object, l.size) {
+            Ok((p, h)) => {
+                return Ok(Identity {
+                    seg_size: if p.seg_size == 0 {
+                        pg::DEFAULT_SEGMENT_SIZE
+                    } else {
+                        p.seg_size
+                    },
+                    sysid: h.sysid,
+                    newest: Some((l.file.clone(), p.mtime_ms)),
+                    damaged,
+                })
+            }
+            Err(Error::ObjectNotFound { .. }) => {}
+            Err(e) if e.is_corruption() => damaged.push((l.file.clone(), e.to_string())),
+            Err(e) => return Err(e),
+        }
+    }
     Ok(Identity {
-        seg_size: if p.seg_size == 0 {
-            pg::DEFAULT_SEGMENT_SIZE
-        } else {
-            p.seg_size
-        },
-        sysid: h.sysid,
-        newest: Some((l.file.clone(), p.mtime_ms)),
+        seg_size: pg::DEFAULT_SEGMENT_SIZE,
+        sysid: 0,
+        newest: None,
+        damaged,
     })
 }
 
@@ -583,6 +654,8 @@ pub fn chain(
                 Ok(h) => {
                     c.histories.insert(tl, h);
                 }
+                // Removed since the listing: not there to judge (N3).
+                Err(Error::ObjectNotFound { .. }) => {}
                 Err(e) if e.is_corruption() => damaged.push((l.file.clone(), e.to_string())),
                 Err(e) => return Err(e),
             }
@@ -591,20 +664,37 @@ pub fn chain(
     Ok((c, damaged))
 }
 
-/// `wal status`: ranges, gaps and the PITR window of every base backup.
+/// `wal status`: ranges, gaps and the PITR window of every base backup, judged against the
+/// readable snapshots; damaged ones are named in `unreadable_snapshots`.
 pub fn status(repo: &mut Repo, cluster: &str) -> Result<WalStatus> {
+    check_cluster(cluster)?;
+    let (snaps, bad) = repo.snapshots_lenient()?;
+    let mut st = status_of(repo, cluster, &snaps)?;
+    st.unreadable_snapshots = bad
+        .into_iter()
+        .map(|d| (d.id.to_hex(), d.error.to_string()))
+        .collect();
+    Ok(st)
+}
+
+/// [`status`] against the given snapshots (`fsck` passes those it could read and reports
+/// the others itself).
+pub fn status_of(repo: &Repo, cluster: &str, snaps: &[SnapshotEntry]) -> Result<WalStatus> {
     check_cluster(cluster)?;
     let listed = list(repo.backend.as_ref(), cluster)?;
     let id = cluster_identity(repo, cluster, &listed)?;
-    let (chain, damaged) = chain(repo, cluster, &listed, id.seg_size)?;
-    let snaps = repo.snapshots()?;
-    // Base backups of another cluster (another system identifier) are not this one's.
-    let sysid = id.sysid;
+    let (chain, mut damaged) = chain(repo, cluster, &listed, id.seg_size)?;
+    damaged.extend(id.damaged);
+    damaged.sort();
     let mut bases = Vec::new();
-    for b in base_backups(&snaps)
-        .into_iter()
-        .filter(|b| sysid == 0 || b.sysid.is_none_or(|s| s == sysid))
-    {
+    let mut unmatched = Vec::new();
+    for b in base_backups(snaps) {
+        // A base backup of another cluster (another system identifier) is not this one's.
+        let mine = match b.of_cluster(id.sysid) {
+            Some(false) => continue,
+            Some(true) => true,
+            None => false,
+        };
         let mut reach = chain.reach(&b.point(), None);
         if let Some(last) = &reach.last_segment {
             if let Ok(p) = prefix_of(repo.backend.as_ref(), cluster, last) {
@@ -612,11 +702,16 @@ pub fn status(repo: &mut Repo, cluster: &str) -> Result<WalStatus> {
             }
         }
         let pitr_until = reach.until_mtime_ms.and_then(ms_time);
-        bases.push(BaseReach {
+        let r = BaseReach {
             backup: b,
             reach,
             pitr_until,
-        });
+        };
+        if mine {
+            bases.push(r);
+        } else {
+            unmatched.push(r);
+        }
     }
     let (last, last_segment_time) = match id.newest {
         Some((f, mtime)) => (Some(f), ms_time(mtime)),
@@ -634,10 +729,49 @@ pub fn status(repo: &mut Repo, cluster: &str) -> Result<WalStatus> {
             .map(|l| l.file.clone())
             .collect(),
         damaged,
+        strays: listed
+            .iter()
+            .filter(|l| l.is_stray())
+            .map(|l| l.file.clone())
+            .collect(),
         base_backups: bases,
+        unmatched,
+        unreadable_snapshots: Vec::new(),
         last_segment: last,
         last_segment_time,
     })
+}
+
+/// The base backups whose WAL retention keeps for a cluster whose WAL carries the system
+/// identifier `sysid` (0: unknown), with `keep` the `--wal-keep-base-backups` count (AW16).
+/// Only complete base backups count: one stored incomplete cannot be restored. Of those,
+/// the cluster's own (both identifiers known and equal, [`BaseBackup::of_cluster`]) count,
+/// the `keep` newest by snapshot time if `keep` is given; time, not start LSN, because after
+/// a point-in-time recovery that branched below older base backups the newest ones start at
+/// lower LSNs (X26). Base backups whose identifier or the cluster's is unknown are added
+/// whatever `keep` says, since they may be this cluster's: they can only keep WAL. And if
+/// none is certainly the cluster's, none is returned, so nothing is deleted: the LSNs of
+/// another cluster's base backup say nothing about this one's WAL (X25).
+pub fn retained_base_backups(
+    bases: &[BaseBackup],
+    sysid: u64,
+    keep: Option<usize>,
+) -> Vec<BaseBackup> {
+    let complete = bases.iter().filter(|b| b.complete);
+    let mut mine: Vec<BaseBackup> = complete
+        .clone()
+        .filter(|b| b.of_cluster(sysid) == Some(true))
+        .cloned()
+        .collect();
+    if mine.is_empty() {
+        return mine;
+    }
+    if let Some(n) = keep {
+        mine.sort_by_key(|b| std::cmp::Reverse((b.time, b.start_lsn)));
+        mine.truncate(n.max(1));
+    }
+    mine.extend(complete.filter(|b| b.of_cluster(sysid).is_none()).cloned());
+    mine
 }
 
 /// WAL retention: the files of `cluster` that no kept base backup needs. A segment (or
@@ -764,6 +898,7 @@ mod tests {
             end_lsn: None,
             wal_included: false,
             sysid: None,
+            complete: true,
         };
         assert!(retention_plan(&listed, ss, &[], None).is_empty());
         let del = retention_plan(

@@ -508,3 +508,22 @@ fn prune_on_a_full_tmpfs_frees_the_unused_packs_before_repacking() {
     fsck_ok(&env, "after the second prune");
     assert!(env.restore(&[&k_id]) == k);
 }
+
+/// Regression for issue X30: `wal push` takes no lock, so it checks the config's ro_compat
+/// bits itself (C11): with an unknown one it refuses (exit 8) and stores nothing.
+#[test]
+fn x30_wal_push_refuses_an_unknown_ro_compat_bit() {
+    let env = Env::new();
+    set_config_flags(&env, 0, 1 << 33);
+    let seg = env.dir.path().join("000000010000000000000002");
+    std::fs::write(&seg, sql_like(2_000, 1)).unwrap();
+    let out = env.run(&["wal", "push", seg.to_str().unwrap()], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_UNSUPPORTED),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("upgrade"), "{}", stderr(&out));
+    assert!(!env.repo.join("wal").exists(), "nothing is stored");
+}

@@ -77,6 +77,12 @@ impl Wal {
 
 /// A base backup tar starting in segment `start` and consistent in segment `start + 1`.
 fn base_tar(start: u64) -> Vec<u8> {
+    base_tar_of(start, Some(4242))
+}
+
+/// [`base_tar`] of the cluster with system identifier `sysid`; `None`: no `global/pg_control`
+/// in the tar, so the snapshot records no system identifier.
+fn base_tar_of(start: u64, sysid: Option<u64>) -> Vec<u8> {
     let lsn = |seg: u64, off: u64| dumpvault::pg::Lsn(seg * u64::from(SS) + off).to_string();
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8]| {
@@ -95,9 +101,11 @@ fn base_tar(start: u64) -> Vec<u8> {
         )
         .as_bytes(),
     );
-    let mut control = 4242u64.to_le_bytes().to_vec();
-    control.resize(8192, 0);
-    add("global/pg_control", &control);
+    if let Some(sysid) = sysid {
+        let mut control = sysid.to_le_bytes().to_vec();
+        control.resize(8192, 0);
+        add("global/pg_control", &control);
+    }
     add("base/1/1259", &noise(50_000, start));
     add(
         "backup_manifest",
@@ -597,4 +605,314 @@ fn copy_carries_wal_and_stats_snapshots_and_metrics_show_its_ranges() {
         (&serde_json::json!(1), &serde_json::json!(4)),
         "{r}"
     );
+}
+
+/// `fsck ARGS --json`: exit code and report.
+fn fsck_json(env: &Env, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut a = vec!["--json", "fsck"];
+    a.extend_from_slice(args);
+    let o = env.run(&a, b"");
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("fsck {args:?}: no report: {}", stderr(&o)));
+    (o.status.code(), v)
+}
+
+/// The problems of a fsck report as `severity object id problem: detail` lines.
+fn problem_lines(report: &serde_json::Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {}: {}",
+                p["severity"].as_str().unwrap(),
+                p["object"].as_str().unwrap(),
+                p["id"].as_str().unwrap(),
+                p["problem"].as_str().unwrap(),
+                p["detail"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Push segment `n` of a cluster whose system identifier is `sysid` under `--cluster`.
+fn push_cluster(env: &Env, cluster: &str, n: u64, sysid: u64) {
+    let dir = env.dir.path().join(format!("pg_wal-{cluster}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(seg_name(n));
+    let mut d = segment(n);
+    d[24..32].copy_from_slice(&sysid.to_le_bytes());
+    std::fs::write(&p, d).unwrap();
+    let o = env.run(
+        &["wal", "push", "--cluster", cluster, p.to_str().unwrap()],
+        b"",
+    );
+    assert!(o.status.success(), "push {cluster} {n}: {}", stderr(&o));
+}
+
+fn cluster_object(env: &Env, cluster: &str, n: u64) -> PathBuf {
+    env.repo.join("wal").join(cluster).join(seg_name(n))
+}
+
+/// Regression for issue X22: a stored WAL object of version 0 is damage, as every other
+/// versioned object of version 0 is (X7), not "too new": a repeat push keeps a conflict copy
+/// beside it (exit 1) instead of failing with exit 8, and fsck reports it instead of stopping.
+#[test]
+fn x22_version_zero_wal_object_is_damage_not_too_new() {
+    let w = Wal::new(Env::new());
+    w.push_ok(2);
+    w.push_ok(3);
+    let obj = w.object(3);
+    let mut b = std::fs::read(&obj).unwrap();
+    b[8..12].copy_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&obj, &b).unwrap();
+
+    let o = w.push(3);
+    assert_eq!(o.status.code(), Some(EXIT_ERROR), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("damaged copy") && stderr(&o).contains("version 0"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&obj).unwrap(), b, "the stored object is left");
+    let copies = std::fs::read_dir(w.env.repo.join("wal/main"))
+        .unwrap()
+        .filter(|e| {
+            let n = e.as_ref().unwrap().file_name().into_string().unwrap();
+            n.starts_with(&format!("{}.conflict-", seg_name(3)))
+        })
+        .count();
+    assert_eq!(copies, 1, "the pushed content is kept beside it");
+
+    let damaged = format!("main/{}", seg_name(3));
+    for args in [&["--read-data"][..], &[], &["--no-key"]] {
+        let (code, r) = fsck_json(&w.env, args);
+        assert_eq!(code, Some(EXIT_CORRUPT), "fsck {args:?}: {r}");
+        let lines = problem_lines(&r);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&damaged) && l.contains("version 0")),
+            "fsck {args:?}: {lines:?}"
+        );
+    }
+}
+
+/// Regression for issue X24: names under `wal/` that are not WAL never stop a check. A stray
+/// file of the wrong shape and a directory that is no cluster name are not listed at all (as
+/// on S3); a name of the right shape that is no WAL file name is listed, reported as foreign
+/// (a warning) and never read or deleted.
+#[test]
+fn x24_stray_file_in_wal_dir_does_not_stop_fsck() {
+    let w = Wal::new(Env::new());
+    base_backup(&w.env, 4);
+    for n in 2..=5 {
+        w.push_ok(n);
+    }
+    let main = w.env.repo.join("wal/main");
+    let obj = std::fs::read(w.object(3)).unwrap();
+    std::fs::write(main.join(format!("{}~", seg_name(3))), &obj).unwrap();
+    std::fs::create_dir_all(w.env.repo.join("wal/Main")).unwrap();
+    std::fs::write(w.env.repo.join("wal/Main").join(seg_name(2)), &obj).unwrap();
+    std::fs::write(main.join("README"), b"notes about this archive\n").unwrap();
+
+    for args in [&["--no-key"][..], &[], &["--read-data"]] {
+        let (code, r) = fsck_json(&w.env, args);
+        assert_eq!(code, Some(EXIT_OK), "fsck {args:?}: {r}");
+        assert_eq!(
+            problem_lines(&r),
+            vec!["warning wal main/README foreign: not a WAL file name or conflict copy: not read, never deleted"],
+            "fsck {args:?}"
+        );
+    }
+    let (code, st) = w.status();
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["status"]["strays"], serde_json::json!(["README"]));
+    let o = w.env.run(&["prune"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    assert!(!w.object(2).exists(), "retention still works");
+    assert!(main.join("README").exists() && w.env.repo.join("wal/Main").exists());
+}
+
+/// Regression for issue X25: a base backup belongs to a cluster only when both system
+/// identifiers are known and equal. One of unknown identifier is judged in no cluster and
+/// makes no WAL deletable (a cluster with no base backup of its own keeps all its WAL), and
+/// a base backup of one cluster is never reported or used in another.
+#[test]
+fn x25_clusters_never_judge_or_cut_each_other_by_unknown_system_identifier() {
+    let env = Env::new();
+    for n in 2..=9 {
+        push_cluster(&env, "a", n, 4242);
+    }
+    for n in 2..=4 {
+        push_cluster(&env, "b", n, 5353);
+    }
+    // A base backup of unknown system identifier, starting in segment 7.
+    let unknown = env.backup(&base_tar_of(7, None), &["--name", "pg-base"]);
+    let status = |cluster: &str| {
+        let o = env.run(&["wal", "status", "--json", "--cluster", cluster], b"");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("status {cluster}: {}", stderr(&o)));
+        (o.status.code(), v)
+    };
+    let (code, st) = status("b");
+    assert_eq!(code, Some(0), "not b's to judge: {st}");
+    assert_eq!(st["status"]["base_backups"], serde_json::json!([]));
+    assert_eq!(st["status"]["unmatched"][0]["snapshot"], unknown.as_str());
+    let o = env.run(&["prune"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    for n in 2..=4 {
+        assert!(cluster_object(&env, "b", n).exists(), "b keeps segment {n}");
+    }
+    for n in 2..=9 {
+        assert!(cluster_object(&env, "a", n).exists(), "a keeps segment {n}");
+    }
+
+    // A base backup of cluster a (4242) from segment 5: a's WAL below it goes, b's stays,
+    // and b's status does not judge it.
+    let mine = env.backup(&base_tar_of(5, Some(4242)), &["--name", "pg-base"]);
+    let o = env.run(&["prune"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    for n in 2..=4 {
+        assert!(
+            !cluster_object(&env, "a", n).exists(),
+            "a drops segment {n}"
+        );
+        assert!(cluster_object(&env, "b", n).exists(), "b keeps segment {n}");
+    }
+    for n in 5..=9 {
+        assert!(cluster_object(&env, "a", n).exists(), "a keeps segment {n}");
+    }
+    let (code, st) = status("a");
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["status"]["base_backups"][0]["snapshot"], mine.as_str());
+    assert_eq!(st["status"]["base_backups"].as_array().unwrap().len(), 1);
+    let (code, st) = status("b");
+    assert_eq!(code, Some(0), "{st}");
+    assert_eq!(st["status"]["base_backups"], serde_json::json!([]));
+    assert_eq!(st["status"]["unmatched"].as_array().unwrap().len(), 1);
+    let (code, r) = fsck_json(&env, &[]);
+    assert_eq!(code, Some(EXIT_OK), "{r}");
+}
+
+/// Regression for issue X26: `--wal-keep-base-backups N` keeps the WAL of the N newest
+/// complete base backups by time. Here the newest starts at the lowest LSN (as after a
+/// point-in-time recovery that branched below older base backups), and a base backup stored
+/// incomplete, which cannot be restored, is newer still: neither may take its place.
+#[test]
+fn x26_wal_keep_base_backups_keeps_the_newest_complete_by_time() {
+    let w = Wal::new(Env::new());
+    for n in 2..=9 {
+        w.push_ok(n);
+    }
+    base_backup(&w.env, 8);
+    let newest = base_backup(&w.env, 3);
+    let tar = base_tar(6);
+    let cut = &tar[..tar.len() - 1024];
+    let o = w
+        .env
+        .run(&["backup", "--name", "pg-base", "--allow-truncated"], cut);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w.env.run(&["prune", "--wal-keep-base-backups", "1"], b"");
+    assert!(o.status.success(), "prune: {}", stderr(&o));
+    assert!(!w.object(2).exists(), "below the newest base backup");
+    for n in 3..=9 {
+        assert!(w.object(n).exists(), "segment {n} is needed by {newest}");
+    }
+    let (code, st) = w.status();
+    assert_eq!(code, Some(0), "{st}");
+}
+
+/// Regression for issue X28: a WAL object deleted between fsck's listing and its read (by a
+/// concurrent prune's WAL retention; fsck takes no lock) is skipped, not damage, with the key
+/// and without it.
+#[test]
+fn x28_wal_object_deleted_between_listing_and_read_is_not_damage() {
+    use dumpvault::backend::fault::{Fault, FaultBackend, Op, Rule};
+    use dumpvault::backend::local::LocalBackend;
+    use dumpvault::backend::Backend;
+    use dumpvault::error::ObjectKind;
+    use dumpvault::ops::fsck::{fsck, fsck_no_key, FsckOptions, Subset};
+    use dumpvault::repo::{OpenOptions, Repo};
+    use std::sync::Arc;
+
+    let w = Wal::new(Env::new());
+    for n in 2..=5 {
+        w.push_ok(n);
+    }
+    let vanishing = || {
+        let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(&w.env.repo));
+        Arc::new(FaultBackend::new(local, 1))
+    };
+    let fb = vanishing();
+    let mut repo = Repo::open(fb.clone(), PASSWORD.as_bytes(), &OpenOptions::default()).unwrap();
+    fb.add(Rule::nth(Op::Get, 1, Fault::Vanish).of(ObjectKind::Wal));
+    let r = fsck(
+        &mut repo,
+        &FsckOptions {
+            read_data: Some(Subset::All),
+        },
+        &|_, _, _| {},
+    )
+    .expect("a vanished object does not stop fsck");
+    assert_eq!(fb.injected().len(), 1);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.counts.wal_files_read, 3);
+
+    let fb = vanishing();
+    fb.add(Rule::nth(Op::Get, 1, Fault::Vanish).of(ObjectKind::Wal));
+    let r = fsck_no_key(fb.as_ref(), &|_, _, _| {}).unwrap();
+    assert_eq!(fb.injected().len(), 1);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(r.counts.wal_files_read, 2);
+}
+
+/// Regression for issue X29: a damaged snapshot and a damaged header of the newest segment
+/// are reported among the other findings; neither ends fsck (or `wal status`) with a single
+/// error. The chain is still judged, from the next segment that opens.
+#[test]
+fn x29_damaged_snapshot_or_newest_segment_header_does_not_stop_fsck() {
+    let w = Wal::new(Env::new());
+    let base = base_backup(&w.env, 2);
+    let other = w.env.backup(b"not a base backup", &["--name", "other"]);
+    for n in 2..=5 {
+        w.push_ok(n);
+    }
+    // The sealed header of the newest segment, and the sealed part of a snapshot.
+    let seg = w.object(5);
+    let mut b = std::fs::read(&seg).unwrap();
+    b[40] ^= 1;
+    std::fs::write(&seg, &b).unwrap();
+    let snap = w.env.repo.join("snapshots").join(&other);
+    let mut s = std::fs::read(&snap).unwrap();
+    let last = s.len() - 1;
+    s[last] ^= 1;
+    std::fs::write(&snap, &s).unwrap();
+
+    let (code, r) = fsck_json(&w.env, &[]);
+    assert_eq!(code, Some(EXIT_CORRUPT), "{r}");
+    let lines = problem_lines(&r);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("damage wal main/{} corrupt", seg_name(5)))),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("damage snapshot {other}"))),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("wal main chain")),
+        "the chain is whole: {lines:?}"
+    );
+    let (code, st) = w.status();
+    assert_eq!(code, Some(EXIT_CORRUPT), "{st}");
+    assert_eq!(st["status"]["base_backups"][0]["snapshot"], base.as_str());
+    assert_eq!(st["status"]["base_backups"][0]["reach"]["consistent"], true);
+    let p = st["problems"].to_string();
+    assert!(p.contains(&seg_name(5)) && p.contains(&other), "{p}");
 }
