@@ -83,6 +83,10 @@ pub fn plan(repo: &mut Repo, opts: &PitrOptions) -> Result<PitrPlan> {
             )));
         }
     }
+    // A base backup stored cut short (`--allow-truncated`) is used only when named.
+    if opts.snapshot.is_none() {
+        bases.retain(|b| b.backup.complete);
+    }
     if bases.is_empty() {
         let unmatched = match st.unmatched.len() {
             0 => String::new(),
@@ -95,8 +99,9 @@ pub fn plan(repo: &mut Repo, opts: &PitrOptions) -> Result<PitrPlan> {
             opts.cluster
         )));
     }
-    // Newest first.
-    bases.sort_by_key(|b| std::cmp::Reverse(b.backup.start_lsn));
+    // Newest first, by the time it finished: after a point-in-time recovery that branched
+    // below older base backups, the newest ones start at lower LSNs (X26's mistake, here).
+    bases.sort_by_key(|b| std::cmp::Reverse((b.backup.done, b.backup.start_lsn)));
     let fits = |b: &BaseReach| -> std::result::Result<(), String> {
         if let Some(m) = &b.reach.missing_for_consistency {
             return Err(format!(
