@@ -7,6 +7,12 @@
 //! chunking the whole stream at once: a cut is computed only when at least `max` bytes (or the
 //! end of the stream) are available after the chunk's start, and FastCDC's cut depends only on
 //! the bytes from the chunk's start up to `max` bytes further.
+//!
+//! A stream that begins with a tar header (a `pg_basebackup -Ft` base backup) is cut along its
+//! structure instead: member headers alone, relation files at every 8 KiB page, FastCDC for
+//! the rest ([`pages`]).
+
+pub mod pages;
 
 use std::io::Read;
 use std::ops::Range;
@@ -52,6 +58,10 @@ pub struct Chunker<R> {
     /// Blocks handed back by the consumer (`recycle`), reused so that each block does not
     /// fault in fresh pages (with 8 MiB blocks that cost ~10 % of an incremental backup).
     spare: Vec<Vec<u8>>,
+    /// Decided on the first block: whether the stream is a tar, cut along its structure.
+    tar: Option<Option<pages::TarCutter>>,
+    /// Stream offset of the next block's first byte (a chunk boundary).
+    offset: u64,
 }
 
 impl<R: Read> Chunker<R> {
@@ -65,7 +75,14 @@ impl<R: Read> Chunker<R> {
             block,
             bytes_read: 0,
             spare: Vec::new(),
+            tar: None,
+            offset: 0,
         }
+    }
+
+    /// Whether the stream is being cut as a tar (known after the first batch).
+    pub fn is_tar(&self) -> bool {
+        matches!(self.tar, Some(Some(_)))
     }
 
     /// Give a consumed block's buffer back for reuse (at most two are kept).
@@ -115,8 +132,15 @@ impl<R: Read> Chunker<R> {
         if buf.is_empty() {
             return Ok(None);
         }
-        let chunks = cut_block(&buf, self.eof, self.params);
+        let tar = self
+            .tar
+            .get_or_insert_with(|| pages::looks_like_tar(&buf).then(pages::TarCutter::new));
+        let chunks = match tar {
+            Some(t) => t.cut(&buf, self.offset, self.eof, self.params),
+            None => cut_block(&buf, self.eof, self.params),
+        };
         let pos = chunks.last().map_or(0, |r| r.end);
+        self.offset += pos as u64;
         self.carry.clear();
         self.carry.extend_from_slice(&buf[pos..]);
         buf.truncate(pos);
