@@ -134,7 +134,7 @@ impl<R: Read> Chunker<R> {
         }
         let tar = self
             .tar
-            .get_or_insert_with(|| pages::looks_like_tar(&buf).then(pages::TarCutter::new));
+            .get_or_insert_with(|| pages::looks_like_tar(&buf).then(pages::TarCutter::default));
         let chunks = match tar {
             Some(t) => t.cut(&buf, self.offset, self.eof, self.params),
             None => cut_block(&buf, self.eof, self.params),

@@ -89,6 +89,7 @@ struct Seg {
 }
 
 /// The parse of the tar structure so far.
+#[derive(Default)]
 pub struct TarCutter {
     segs: VecDeque<Seg>,
     /// Where the next member header is expected (everything before it is in `segs`).
@@ -98,14 +99,6 @@ pub struct TarCutter {
 }
 
 impl TarCutter {
-    pub fn new() -> TarCutter {
-        TarCutter {
-            segs: VecDeque::new(),
-            next_header: 0,
-            done: false,
-        }
-    }
-
     /// Parse every header that lies wholly in `buf` (which starts at stream offset `base`).
     fn parse(&mut self, buf: &[u8], base: u64) {
         let end = base + buf.len() as u64;
