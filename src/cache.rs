@@ -17,10 +17,10 @@
 //! Runs are written whole and synced before their name is recorded; they are never modified.
 //! Every change of the index bookkeeping runs in one `BEGIN IMMEDIATE` transaction, so two
 //! processes sharing a cache take turns. Runs are merged (a k-way merge, bounded memory) so
-//! that there are few of them: the newest two whenever the newer holds at least a quarter of
-//! the older's entries, or whenever there are more than [`MAX_RUNS`]; all of them at once when
-//! more than a third of their entries are dead (their index files were deleted by a prune).
-//! A merge drops dead entries.
+//! that there are few of them: the newest runs, back to the first older run that holds more
+//! than four times their sum, and enough of them to leave at most [`MAX_RUNS`]; all of them at
+//! once when more than a third of their entries are dead (their index files were deleted by a
+//! prune). A merge drops dead entries.
 //!
 //! Schema 3 (schema 2 kept index rows in SQLite, ~230 bytes an entry; such a cache is deleted
 //! and rebuilt on open).
@@ -47,7 +47,7 @@ pub struct LocalEvent {
 }
 
 const SCHEMA_VERSION: i64 = 3;
-/// At most this many runs before the newest two are merged whatever their sizes.
+/// At most this many runs remain after a merge, whatever their sizes.
 pub const MAX_RUNS: usize = 8;
 /// Entries sorted in memory before they are written as one run (64 bytes each: 16 MiB).
 const RUN_BUFFER: usize = 256 * 1024;
@@ -645,14 +645,26 @@ fn compact(tx: &rusqlite::Transaction<'_>, dir: &Path) -> Result<Vec<PathBuf>> {
             v
         };
         let n = runs.len();
+        if n == 0 {
+            break;
+        }
         let total: u64 = runs.iter().map(|r| r.2).sum();
         // Mostly dead (a prune deleted many index files): rewrite everything, once.
         let take = if total > live_entries + live_entries / 2 + 1024 {
             n
-        } else if n >= 2 && (n > MAX_RUNS || runs[n - 1].2 * 4 >= runs[n - 2].2) {
-            2
         } else {
-            break;
+            // The newest runs, back to the first older one more than 4x their sum (and enough
+            // of them to leave at most MAX_RUNS), in one k-way merge: a bulk load of many
+            // equal runs is one linear merge, not a cascade.
+            let (mut k, mut sum) = (1, runs[n - 1].2);
+            while k < n && (runs[n - 1 - k].2 <= 4 * sum || n - k >= MAX_RUNS) {
+                sum += runs[n - 1 - k].2;
+                k += 1;
+            }
+            if k < 2 {
+                break;
+            }
+            k
         };
         let inputs = &runs[n - take..];
         let opened = inputs
