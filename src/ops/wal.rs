@@ -105,7 +105,14 @@ impl<'a> Archive<'a> {
 }
 
 /// Seal `data` as the WAL object for `file`: compressed and sealed frame by frame, in parallel.
-fn build_object(ar: Archive<'_>, cluster: &str, file: &str, data: &[u8], mtime_ms: i64) -> Vec<u8> {
+fn build_object(
+    ar: Archive<'_>,
+    cluster: &str,
+    file: &str,
+    data: &[u8],
+    keyed: [u8; 32],
+    mtime_ms: i64,
+) -> Vec<u8> {
     let name = WalName::parse(file);
     let header = match name.as_ref().map(|n| n.kind) {
         Some(WalKind::Segment | WalKind::Partial) => pg::segment_header(data),
@@ -136,7 +143,7 @@ fn build_object(ar: Archive<'_>, cluster: &str, file: &str, data: &[u8], mtime_m
         mtime_ms,
         data.len() as u64,
         sysid,
-        keyed_hash(&ar.key.id_key, data),
+        keyed,
         chrono::Utc::now().timestamp_millis(),
         frames,
     )
@@ -218,14 +225,17 @@ pub fn store(
         Err(e) if e.is_corruption() => return refuse(&format!("a damaged copy ({e})")),
         Err(e) => return Err(e),
     }
-    let bytes = build_object(ar, cluster, file, data, mtime_ms);
+    let bytes = build_object(ar, cluster, file, data, keyed, mtime_ms);
     crate::failpoint::hit("wal-push-before-put");
     ar.backend.put(ObjectKind::Wal, &object, &bytes)?;
     crate::failpoint::hit("wal-push-after-put");
-    // Read back: proves the object is there, whole, and ours (a concurrent push of other
-    // content under the same name would have won the race and be found here).
-    let size = ar.backend.size(ObjectKind::Wal, &object)?;
-    let (_, h) = stored_header(ar, cluster, file, &object, size)?;
+    // Read back: proves the object is there and ours (a concurrent push of other content
+    // under the same name would have won the race and be found here). Puts are whole or
+    // nothing, and the header fixes every frame's length: one ranged read of exactly the
+    // prefix and header we wrote suffices (one request, not three, on S3).
+    let head_len = PREFIX_LEN as u64 + u64::from(fmt::parse_prefix(&object, &bytes)?.header_len);
+    let head = get_range_exact(ar.backend, ObjectKind::Wal, &object, 0, head_len)?;
+    let (_, h) = fmt::open_header(ar.key, cluster, file, &object, &head)?;
     if !same(&h) {
         return refuse("different content (a concurrent push)");
     }
@@ -243,7 +253,7 @@ fn conflict(
 ) -> Result<PushReport> {
     let copy = format!("{file}{CONFLICT_MARK}{}", &hex::encode(keyed)[..16]);
     // Sealed under the real file name, so it opens (and can be fetched by hand) as that file.
-    let bytes = build_object(ar, cluster, file, data, mtime_ms);
+    let bytes = build_object(ar, cluster, file, data, keyed, mtime_ms);
     ar.backend
         .put(ObjectKind::Wal, &object_name(cluster, &copy), &bytes)?;
     Err(Error::WalConflict(format!(
