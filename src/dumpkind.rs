@@ -66,7 +66,7 @@ pub struct DumpInfo {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub version: Option<String>,
     /// Custom format only: `none`, `gzip`, `lz4`, `zstd`, or `gzip level N` for archives
@@ -74,7 +74,7 @@ pub struct DumpInfo {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub compression: Option<String>,
     /// Whether the stream ends the way a complete dump of this kind ends; absent when there is
@@ -82,14 +82,14 @@ pub struct DumpInfo {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub complete: Option<bool>,
     /// Why it is judged incomplete.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub problem: Option<String>,
     /// RDB only: `true` when the stream ends with the 40-byte end-of-transfer mark that
@@ -98,14 +98,14 @@ pub struct DumpInfo {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub eof_mark: Option<bool>,
     /// `pg_basebackup` only: where the backup starts and ends in WAL.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub base_backup: Option<BaseBackupInfo>,
 }
@@ -123,31 +123,31 @@ pub struct BaseBackupInfo {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub end_lsn: Option<crate::pg::Lsn>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub end_timeline: Option<u32>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub sysid: Option<u64>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub label: Option<String>,
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "crate::snapshot::json::de_present"
+        deserialize_with = "de_present"
     )]
     pub start_time: Option<String>,
     /// The tar holds WAL segments under `pg_wal/` (`-X fetch`): it can reach consistency
@@ -918,6 +918,16 @@ impl CustomParser {
             ),
         }))
     }
+}
+
+/// `deserialize_with` for an optional field that may be absent (with `#[serde(default)]`)
+/// but not `null` (format-spec/07, encoding; X31): a present field must hold a `T`. Without it
+/// serde reads `null` in an `Option` field as absent. The snapshot model uses it too
+/// (`snapshot::json`).
+pub fn de_present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 #[cfg(test)]

@@ -181,14 +181,10 @@ pub mod json {
         parse_time(&s).map_err(D::Error::custom)
     }
 
-    /// `deserialize_with` for an optional field that may be absent (with `#[serde(default)]`)
-    /// but not `null` (07, encoding; X31): a present field must hold a `T`. Without it serde
-    /// reads `null` in an `Option` field as absent.
-    pub fn de_present<'de, D: Deserializer<'de>, T: serde::Deserialize<'de>>(
-        d: D,
-    ) -> std::result::Result<Option<T>, D::Error> {
-        T::deserialize(d).map(Some)
-    }
+    /// `deserialize_with` for an optional field that may be absent but not `null` (07,
+    /// encoding; X31). It lives in `dumpkind`, whose `dump` fields use it too, so that the
+    /// layer order has no cycle.
+    pub use crate::dumpkind::de_present;
 
     /// `deserialize_with` for `Snapshot::tags`: an object of strings in which no key appears twice
     /// (serde's map would silently keep the last value).
