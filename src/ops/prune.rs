@@ -277,10 +277,18 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
             })
             .collect();
         let used_bytes: u64 = used.iter().map(|e| e.stored_len as u64).sum();
+        // What a repack would free: the unused blobs and their header entries. The pack's own
+        // overhead (sealed header, trailer, the used blobs' entries) is not waste: counting it
+        // made a pack of many small blobs (a base backup's pages: ~48 bytes of entry per ~0.9
+        // KiB blob) look over `max_unused` and be repacked by every prune, whole.
+        let unused_bytes: u64 = p.entries.len().saturating_sub(used.len()) as u64
+            * crate::format::pack::ENTRY_LEN as u64
+            + p.entries.iter().map(|e| e.stored_len as u64).sum::<u64>()
+            - used_bytes;
         if used.is_empty() {
             plan.delete_packs.push(*pid);
             plan.bytes_freed_gross += len;
-        } else if (len - used_bytes.min(len)) as f64 > opts.max_unused * len as f64 {
+        } else if unused_bytes as f64 > opts.max_unused * len as f64 {
             plan.repack_packs.push(*pid);
             plan.bytes_freed_gross += len;
             plan.bytes_repacked += used_bytes;

@@ -843,3 +843,33 @@ fn x18_forget_plans_and_deletes_under_one_lock() {
     assert_eq!(left, BTreeSet::from([newest, late]));
     assert!(env.files_under("locks").is_empty());
 }
+
+/// Regression: a pack of many small blobs, all of them used, was repacked by every prune,
+/// because its own overhead (about 48 bytes of header entry per blob) counted as unused and
+/// passed the 5 % `--max-unused` (seen on base backups cut at 8 KiB pages, whose blobs
+/// compress to ~0.9 KiB). Nothing unused: nothing to repack, and a second prune agrees.
+#[test]
+fn prune_does_not_repack_a_fully_used_pack_of_small_blobs() {
+    let env = Env::uninit();
+    env.init(&[
+        "--chunk-min",
+        "256",
+        "--chunk-avg",
+        "1024",
+        "--chunk-max",
+        "4096",
+    ]);
+    env.backup(&sql_like(20_000, 41), &["--name", "s"]);
+    let before = env.files_under("data");
+    for _ in 0..2 {
+        let out = env.run(&["prune", "--json"], b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            r["plan"]["repack_packs"].as_array().map(Vec::len),
+            Some(0),
+            "{r}"
+        );
+        assert_eq!(env.files_under("data"), before);
+    }
+}
