@@ -304,6 +304,8 @@ impl Cache {
         }
         if let Some(t) = table {
             let tainted = t.is_tainted();
+            // Drop the old runs' fanouts before loading the new ones (peak memory).
+            *t = Table::new(key.clone());
             *t = open_table(&tx, key, &runs_dir)?;
             if tainted {
                 t.mark_tainted();

@@ -221,18 +221,8 @@ impl TarCutter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::tests::pseudo_random as noise;
     use crate::chunker::{Chunker, DEFAULT_AVG, DEFAULT_MAX, DEFAULT_MIN};
-
-    fn noise(len: usize, mut s: u64) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect()
-    }
 
     fn params() -> ChunkerParams {
         ChunkerParams {

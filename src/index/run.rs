@@ -135,13 +135,19 @@ impl Run {
                 format!("{len} bytes do not fit {count} entries"),
             ));
         }
-        let mut raw = vec![0u8; 4 * buckets as usize];
-        file.read_exact(&mut raw)
-            .map_err(|e| Error::io(format!("read index run {}", path.display()), e))?;
-        let fanout: Vec<u32> = raw
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect();
+        // Decoded 64 KiB at a time: the raw bytes never sit beside the whole table.
+        let mut fanout: Vec<u32> = Vec::with_capacity(buckets as usize);
+        let mut raw = vec![0u8; (4 * buckets as usize).min(1 << 16)];
+        while fanout.len() < buckets as usize {
+            let n = raw.len().min(4 * (buckets as usize - fanout.len()));
+            file.read_exact(&mut raw[..n])
+                .map_err(|e| Error::io(format!("read index run {}", path.display()), e))?;
+            fanout.extend(
+                raw[..n]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+            );
+        }
         if fanout.windows(2).any(|w| w[0] > w[1]) || *fanout.last().expect("1+") as u64 != count {
             return Err(corrupt(path, "fanout is not a cumulative count"));
         }
@@ -208,7 +214,9 @@ impl Run {
         f.seek(SeekFrom::Start(self.entries_at()))
             .map_err(|e| Error::io(format!("seek index run {}", self.path.display()), e))?;
         Ok(RunIter {
-            r: BufReader::with_capacity(1 << 20, f),
+            // A merge may read hundreds of runs at once (a first sync of a large repository):
+            // 64 KiB each keeps that to tens of MiB.
+            r: BufReader::with_capacity(1 << 16, f),
             left: self.count,
             last: None,
             path: self.path.clone(),
