@@ -1,0 +1,773 @@
+//! How dumpvault behaves as the repository grows: N million index entries, M snapshots.
+//!
+//! For each N it synthesises a format-valid repository on the local backend without writing
+//! N × 16 KiB of data: index files of 100,000 entries each (100 packs of 1,000 blobs), sealed
+//! with the repository's key, whose entries name packs that do not exist (random pack and chunk
+//! IDs). That is all that lookups, opening and planning read. A tiny real stream is backed up
+//! first, and the snapshots are copies of its snapshot, so restoring them works. The synthetic
+//! index files are added to the cache as they are written ([`Cache::add_index_file`], what a
+//! backup does), so the cache is warm and shaped as a cache grown backup after backup.
+//!
+//! Then, per N (N = 0 is the empty baseline: only the tiny stream):
+//! - in process: the warm index load (`Repo::index`) and lookups per second, hits and
+//!   misses in random order, one thread;
+//! - the release CLI under `/usr/bin/time`: `snapshots` (warm), `backup` of 1 MiB of random
+//!   bytes, `restore` of it (median of 3 each), `backup` of a 256 MiB random stream twice (the
+//!   second finds every chunk), `restore` with an empty cache (the cache rebuilt from the
+//!   repository), and `snapshots` and `restore` again after 9,990 more snapshots.
+//!
+//! Markdown tables go to stdout, progress to stderr. Run it through `benches/scale.sh`, which
+//! builds the binaries; environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `SCALE_N` | `1,10` | millions of index entries, comma separated (fractions allowed) |
+//! | `SCALE_BIG` | unset | `1`: add 60 million |
+//! | `SCALE_DIR` | `/tmp/dvscale` | where repositories and caches go |
+//! | `DUMPVAULT_BIN` | `target/release/dumpvault` | the CLI binary measured |
+//! | `SCALE_SNAPSHOTS` | `10000` | the large snapshot count M |
+//! | `SCALE_INCR_MB` | `256` | size of the incremental-backup stream; 0 skips it |
+//! | `SCALE_LOOKUPS` | `200000` | lookups timed per kind (hits, misses) |
+//! | `SCALE_COLD_MAX` | unset (all) | largest N (millions) whose empty-cache restore is measured |
+//! | `KEEP` | unset | `1`: leave the repositories and caches in `SCALE_DIR` |
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::XorShift;
+use dumpvault::backend::local::LocalBackend;
+use dumpvault::backend::Backend;
+use dumpvault::cache::Cache;
+use dumpvault::crypto::{KdfParams, MasterKey};
+use dumpvault::error::ObjectKind;
+use dumpvault::format::index::{IndexFile, IndexPack};
+use dumpvault::format::pack::{BlobEntry, BlobKind, Compression};
+use dumpvault::format::{envelope, snapshot as snapshot_format};
+use dumpvault::id::{ChunkId, ObjectId};
+use dumpvault::ops::backup::{backup, BackupOptions};
+use dumpvault::repo::{InitOptions, OpenOptions, Repo};
+use dumpvault::snapshot::{Snapshot, Source};
+use rayon::prelude::*;
+
+/// Entries per synthetic index file, and per synthetic pack (16 MiB packs of 16 KiB chunks).
+const PER_FILE: u64 = 100_000;
+const PER_PACK: u64 = 1_000;
+/// Every synthetic blob: a 16 KiB chunk that zstd halved.
+const RAW_LEN: u32 = 16_384;
+const STORED_LEN: u32 = 8_232;
+const CHUNK_KEY: &[u8; 32] = b"dumpvault scale bench chunk ids!";
+const PACK_KEY: &[u8; 32] = b"dumpvault scale bench pack ids!!";
+const MIB: usize = 1024 * 1024;
+/// Snapshots every repository starts with (the tiny backup and copies of it).
+const FEW_SNAPSHOTS: u64 = 10;
+/// Timed repetitions of the commands that do not change what later ones measure.
+const REPEATS: usize = 5;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Synthetic chunk number `g` (the same in every repository; numbers past N are misses).
+fn chunk_id(g: u64) -> ChunkId {
+    ChunkId(*blake3::keyed_hash(CHUNK_KEY, &g.to_le_bytes()).as_bytes())
+}
+
+fn pack_id(file: u64, pack: u64) -> ObjectId {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&file.to_le_bytes());
+    b[8..].copy_from_slice(&pack.to_le_bytes());
+    ObjectId(*blake3::keyed_hash(PACK_KEY, &b).as_bytes())
+}
+
+/// Index file `f`: `count` entries, chunk numbers `f·PER_FILE ..`, in packs of `PER_PACK`
+/// laid out as a writer would (increasing offsets, header room at the end: format-spec/05 I6).
+fn synth_file(f: u64, count: u64) -> IndexFile {
+    let packs = (0..count.div_ceil(PER_PACK))
+        .map(|p| {
+            let first = p * PER_PACK;
+            let n = PER_PACK.min(count - first);
+            let entries: Vec<BlobEntry> = (0..n)
+                .map(|e| BlobEntry {
+                    kind: BlobKind::Data,
+                    compression: Compression::Zstd,
+                    raw_len: RAW_LEN,
+                    offset: (e * STORED_LEN as u64) as u32,
+                    stored_len: STORED_LEN,
+                    id: chunk_id(f * PER_FILE + first + e),
+                })
+                .collect();
+            // Blobs, then the sealed header (4 + 48·n + 40) and the 8-byte trailer.
+            let len = n * STORED_LEN as u64 + 4 + 48 * n + 40 + 8;
+            IndexPack {
+                id: pack_id(f, p),
+                len,
+                entries,
+            }
+        })
+        .collect();
+    IndexFile {
+        superseded: vec![],
+        packs,
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = XorShift::new(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// One repository under test: its directory, cache and machine-key secret file.
+struct Site {
+    root: PathBuf,
+    repo: PathBuf,
+    cache: PathBuf,
+    secret_file: PathBuf,
+}
+
+impl Site {
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::new(LocalBackend::new(&self.repo))
+    }
+
+    fn new(dir: &Path, label: &str) -> Site {
+        let root = dir.join(label);
+        Site {
+            repo: root.join("repo"),
+            cache: root.join("cache"),
+            secret_file: root.join("machine.secret"),
+            root,
+        }
+    }
+
+    /// Open with the machine key (no Argon2 run).
+    fn open(&self, cache: bool) -> Res<Repo> {
+        let opts = OpenOptions {
+            cache_dir: cache.then(|| self.cache.clone()),
+            ..Default::default()
+        };
+        let secret = std::fs::read_to_string(&self.secret_file)?;
+        Ok(Repo::open(self.backend(), secret.trim().as_bytes(), &opts)?)
+    }
+}
+
+/// Wall seconds, peak RSS and bytes written to disk (`ru_oublock`) of one CLI run.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    secs: f64,
+    rss: u64,
+    written: u64,
+}
+
+fn median(mut v: Vec<Cost>) -> Cost {
+    v.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let mut rss: Vec<u64> = v.iter().map(|c| c.rss).collect();
+    rss.sort_unstable();
+    Cost {
+        rss: rss[rss.len() / 2],
+        ..v[v.len() / 2]
+    }
+}
+
+struct Cli {
+    bin: PathBuf,
+}
+
+impl Cli {
+    /// Run `dumpvault -q ARGS` on `site` (with `cache` as the cache directory) under
+    /// `/usr/bin/time`; stdin from `input` (else /dev/null); stdout returned when `capture`,
+    /// else discarded.
+    fn run(
+        &self,
+        site: &Site,
+        cache: &Path,
+        args: &[&str],
+        input: Option<&Path>,
+        capture: bool,
+    ) -> Res<(Cost, String)> {
+        let time_out = site.root.join("time.out");
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f")
+            .arg("%M %O")
+            .arg("-o")
+            .arg(&time_out)
+            .arg(&self.bin)
+            .arg("-q")
+            .args(args)
+            .env("DUMPVAULT_REPO", &site.repo)
+            .env("DUMPVAULT_PASSWORD_FILE", &site.secret_file)
+            .env("DUMPVAULT_CACHE_DIR", cache)
+            .env_remove("DUMPVAULT_PASSWORD")
+            .env_remove("DUMPVAULT_PASSWORD_COMMAND")
+            .env_remove("DUMPVAULT_METRICS_FILE")
+            .stderr(Stdio::inherit())
+            .stdout(if capture {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdin(match input {
+                Some(p) => Stdio::from(std::fs::File::open(p)?),
+                None => Stdio::null(),
+            });
+        let t0 = Instant::now();
+        let out = c.output()?;
+        let secs = t0.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(format!("dumpvault {args:?} failed: {}", out.status).into());
+        }
+        let text = std::fs::read_to_string(&time_out)?;
+        let nums: Vec<u64> = text
+            .lines()
+            .last()
+            .map(|l| {
+                l.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [kib, blocks] = nums[..] else {
+            return Err(format!("/usr/bin/time wrote {text:?}").into());
+        };
+        Ok((
+            Cost {
+                secs,
+                rss: kib * 1024,
+                written: blocks * 512,
+            },
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ))
+    }
+
+    fn median_of(&self, site: &Site, args: &[&str]) -> Res<Cost> {
+        let mut v = Vec::new();
+        for _ in 0..REPEATS {
+            v.push(self.run(site, &site.cache, args, None, false)?.0);
+        }
+        Ok(median(v))
+    }
+}
+
+/// Everything measured for one N.
+#[derive(Default)]
+struct Row {
+    n: u64,
+    files: u64,
+    build_s: f64,
+    cache_bytes: u64,
+    runs: usize,
+    index_open_ms: f64,
+    hits_per_s: f64,
+    misses_per_s: f64,
+    cold_hits_per_s: f64,
+    cold_misses_per_s: f64,
+    snapshots_few: Cost,
+    backup_1m: Cost,
+    backup_1m_written_max: u64,
+    restore_1m: Cost,
+    incr_new: Option<Cost>,
+    incr_again: Option<Cost>,
+    cold_restore: Option<Cost>,
+    add_snapshots_s: f64,
+    snapshots_sync: Cost,
+    snapshots_many: Cost,
+    restore_many: Cost,
+}
+
+struct Cfg {
+    dir: PathBuf,
+    cli: Cli,
+    many: u64,
+    incr_mb: usize,
+    lookups: usize,
+    cold_max: u64,
+    keep: bool,
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("scale: {}", msg.as_ref());
+}
+
+/// Seal and store `count` copies of `template`, each a minute older than the last.
+fn add_snapshots(
+    backend: &Arc<dyn Backend>,
+    key: &MasterKey,
+    template: &Snapshot,
+    from: u64,
+    count: u64,
+) -> Res<()> {
+    (from..from + count)
+        .into_par_iter()
+        .try_for_each(|i| -> Result<(), String> {
+            let mut s = template.clone();
+            s.time = template.time - chrono::Duration::minutes(i as i64 + 1);
+            let bytes = envelope::seal(key, ObjectKind::Snapshot, &snapshot_format::encode(&s));
+            let id = ObjectId::of(&bytes);
+            backend
+                .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)
+                .map_err(|e| e.to_string())
+        })?;
+    Ok(())
+}
+
+/// Init the repository of `site`, back up the tiny stream, write `n` synthetic entries and the
+/// first snapshots. Returns the tiny snapshot (the template of the others) and the build time.
+fn build(site: &Site, n: u64) -> Res<(Snapshot, f64)> {
+    let _ = std::fs::remove_dir_all(&site.root);
+    std::fs::create_dir_all(&site.root)?;
+    let t0 = Instant::now();
+    let opts = InitOptions {
+        kdf: KdfParams::FLOOR,
+        ..Default::default()
+    };
+    let repo = Repo::init(site.backend(), b"scale bench password", &opts)?;
+    let (_, secret) = repo.add_machine_key(Some("scale bench"))?;
+    drop(repo);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&site.secret_file)?;
+        std::io::Write::write_all(&mut f, secret.as_bytes())?;
+    }
+    let mut repo = site.open(true)?;
+    let tiny = random_bytes(64 * 1024, 7);
+    let opts = BackupOptions {
+        name: "tiny".into(),
+        host: "scale".into(),
+        stream_name: "stdin".into(),
+        ..Default::default()
+    };
+    let tiny = backup(&mut repo, &tiny[..], &opts, || Ok(Source::Stdin), |_| {})?.snapshot;
+    let backend = Arc::clone(&repo.backend);
+    let key = repo.key.clone();
+    let repo_id = repo.config.repo_id;
+    drop(repo);
+
+    // Index files: generated, sealed and stored on the rayon pool; added to the cache (MACs,
+    // sorted run, merges) on this thread, one at a time, as backups add theirs.
+    let mut cache = Cache::open_keyed(&site.cache, &repo_id, &key)?;
+    let files = n.div_ceil(PER_FILE);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectId, IndexFile)>(4);
+    let (backend_ref, key_ref) = (&backend, &key);
+    std::thread::scope(|s| -> Res<()> {
+        let producer = s.spawn(move || {
+            (0..files)
+                .into_par_iter()
+                .try_for_each_with(tx, |tx, f| -> Result<(), String> {
+                    let file = synth_file(f, PER_FILE.min(n - f * PER_FILE));
+                    let bytes = file.seal(key_ref);
+                    let id = ObjectId::of(&bytes);
+                    backend_ref
+                        .put(ObjectKind::Index, &id.to_hex(), &bytes)
+                        .map_err(|e| e.to_string())?;
+                    tx.send((id, file)).map_err(|e| e.to_string())
+                })
+        });
+        let mut added = 0u64;
+        for (id, file) in rx.iter() {
+            cache.add_index_file(&id, &file, None)?;
+            added += 1;
+            if added.is_multiple_of(50) {
+                say(format!(
+                    "  {added}/{files} index files, {:.0} s",
+                    t0.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        producer.join().expect("the producer thread panicked")?;
+        Ok(())
+    })?;
+    drop(cache);
+    add_snapshots(&backend, &key, &tiny, 0, FEW_SNAPSHOTS - 1)?;
+    Ok((tiny, t0.elapsed().as_secs_f64()))
+}
+
+/// Drop the run files under `cache` from the page cache (`POSIX_FADV_DONTNEED`; they are
+/// written and synced, so the pages are clean and go).
+fn evict_runs(cache: &Path) -> Res<()> {
+    use std::os::fd::AsRawFd;
+    for d in std::fs::read_dir(cache)?.flatten() {
+        if !d.file_name().to_string_lossy().ends_with(".runs") {
+            continue;
+        }
+        for e in std::fs::read_dir(d.path())?.flatten() {
+            let f = std::fs::File::open(e.path())?;
+            // SAFETY: a plain advisory call on a descriptor this function owns.
+            let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            if r != 0 {
+                return Err(format!("posix_fadvise {}: error {r}", e.path().display()).into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Per second, over `ids`: how many `probe` answered true must be `expect`.
+fn rate(ids: &[ChunkId], expect: bool, probe: impl Fn(&ChunkId) -> bool) -> f64 {
+    let t0 = Instant::now();
+    let answered = ids.iter().filter(|id| probe(id)).count();
+    let secs = t0.elapsed().as_secs_f64();
+    let want = if expect { ids.len() } else { 0 };
+    assert_eq!(answered, want, "lookups answered wrong");
+    ids.len() as f64 / secs
+}
+
+fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
+    let label = if n == 0 {
+        "empty".to_string()
+    } else {
+        format!("n{n}")
+    };
+    let site = Site::new(&cfg.dir, &label);
+    let cli = &cfg.cli;
+    let mut row = Row {
+        n,
+        files: n.div_ceil(PER_FILE),
+        ..Default::default()
+    };
+    say(format!("N = {n}: building {} index files", row.files));
+    let (template, build_s) = build(&site, n)?;
+    row.build_s = build_s;
+    row.cache_bytes = dir_bytes(&site.cache);
+
+    say("  in-process index load and lookups");
+    {
+        let mut repo = site.open(true)?;
+        let t0 = Instant::now();
+        let index = repo.index()?;
+        row.index_open_ms = t0.elapsed().as_secs_f64() * 1e3;
+        row.runs = index.table().map_or(0, |t| t.runs());
+        assert!(
+            index.len() as u64 >= n,
+            "{} entries in the index",
+            index.len()
+        );
+        let mut rng = XorShift::new(42);
+        if n > 0 {
+            let hits: Vec<ChunkId> = (0..cfg.lookups).map(|_| chunk_id(rng.below(n))).collect();
+            row.hits_per_s = rate(&hits, true, |id| index.location(id).is_some());
+        }
+        let misses: Vec<ChunkId> = (0..cfg.lookups)
+            .map(|_| chunk_id(u64::MAX - rng.below(1 << 40)))
+            .collect();
+        row.misses_per_s = rate(&misses, false, |id| index.contains(id));
+        // The same with the run files out of the page cache (as after a reboot): other IDs, so
+        // that the buckets read above do not help.
+        let cold = (cfg.lookups / 10).max(1);
+        if n > 0 {
+            let hits: Vec<ChunkId> = (0..cold).map(|_| chunk_id(rng.below(n))).collect();
+            evict_runs(&site.cache)?;
+            row.cold_hits_per_s = rate(&hits, true, |id| index.location(id).is_some());
+        }
+        let misses: Vec<ChunkId> = (0..cold)
+            .map(|_| chunk_id(u64::MAX - rng.below(1 << 40)))
+            .collect();
+        evict_runs(&site.cache)?;
+        row.cold_misses_per_s = rate(&misses, false, |id| index.contains(id));
+        assert!(!index.is_tainted(), "the cached index is tainted");
+    }
+
+    say("  CLI: snapshots, backup and restore of 1 MiB");
+    cli.run(&site, &site.cache, &["snapshots"], None, false)?;
+    row.snapshots_few = cli.median_of(&site, &["snapshots"])?;
+    let mut costs = Vec::new();
+    let mut one_mib = String::new();
+    for i in 0..REPEATS {
+        let p = site.root.join("one-mib.bin");
+        std::fs::write(&p, random_bytes(MIB, 1000 + i as u64))?;
+        let args = ["backup", "--name", "one-mib", "--host", "scale", "-"];
+        let (c, out) = cli.run(&site, &site.cache, &args, Some(&p), true)?;
+        one_mib = out.lines().last().unwrap_or_default().to_string();
+        costs.push(c);
+    }
+    row.backup_1m_written_max = costs.iter().map(|c| c.written).max().unwrap_or(0);
+    row.backup_1m = median(costs);
+    row.restore_1m = cli.median_of(&site, &["restore", &one_mib])?;
+
+    if cfg.incr_mb > 0 {
+        say(format!("  CLI: backup of {} MiB, twice", cfg.incr_mb));
+        let p = cfg.dir.join(format!("stream-{}MiB.bin", cfg.incr_mb));
+        if !p.exists() {
+            std::fs::write(&p, random_bytes(cfg.incr_mb * MIB, 99))?;
+        }
+        let args = ["backup", "--name", "incr", "--host", "scale", "-"];
+        row.incr_new = Some(cli.run(&site, &site.cache, &args, Some(&p), true)?.0);
+        let mut again = Vec::new();
+        for _ in 0..3 {
+            again.push(cli.run(&site, &site.cache, &args, Some(&p), true)?.0);
+        }
+        row.incr_again = Some(median(again));
+    }
+
+    if n <= cfg.cold_max {
+        say("  CLI: restore with an empty cache");
+        let cold = site.root.join("cold-cache");
+        let args = ["restore", one_mib.as_str()];
+        row.cold_restore = Some(cli.run(&site, &cold, &args, None, false)?.0);
+        std::fs::remove_dir_all(&cold)?;
+    }
+
+    let repo = site.open(false)?;
+    let have = dumpvault::repo::list_ids(repo.backend.as_ref(), ObjectKind::Snapshot)?.len() as u64;
+    let more = cfg.many.saturating_sub(have);
+    say(format!(
+        "  {more} more snapshots, then snapshots and restore"
+    ));
+    let t0 = Instant::now();
+    add_snapshots(&repo.backend, &repo.key, &template, FEW_SNAPSHOTS, more)?;
+    row.add_snapshots_s = t0.elapsed().as_secs_f64();
+    drop(repo);
+    row.snapshots_sync = cli.run(&site, &site.cache, &["snapshots"], None, false)?.0;
+    row.snapshots_many = cli.median_of(&site, &["snapshots"])?;
+    row.restore_many = cli.median_of(&site, &["restore", &one_mib])?;
+
+    if !cfg.keep {
+        std::fs::remove_dir_all(&site.root)?;
+    }
+    Ok(row)
+}
+
+fn millions(n: u64) -> String {
+    match n {
+        0 => "0 (empty)".into(),
+        n if n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n => format!("{:.2}M", n as f64 / 1e6),
+    }
+}
+
+/// Bytes written to disk, in MB (decimal: these are I/O volumes).
+fn mb(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+fn cost(c: Cost) -> String {
+    format!("{:.3} s / {:.1} MiB", c.secs, c.rss as f64 / MIB as f64)
+}
+
+/// (RSS − RSS of the empty repository) per entry, and the time ratio to the empty one.
+fn versus(c: Cost, base: Cost, n: u64) -> (String, String) {
+    if n == 0 {
+        return ("–".into(), "1.00".into());
+    }
+    let per = (c.rss as f64 - base.rss as f64) / n as f64;
+    (format!("{per:.2}"), format!("{:.2}", c.secs / base.secs))
+}
+
+fn tables(cfg: &Cfg, rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let base = rows.iter().find(|r| r.n == 0);
+    let rate = |r: f64| {
+        if r == 0.0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}k", r / 1e3)
+        }
+    };
+    let _ = writeln!(
+        s,
+        "\n**Build, cache and in-process index** (index files of {PER_FILE} entries; cache = \
+         run files + SQLite; lookups single-threaded, random order; cold = run files dropped from the page cache \
+         first, {} lookups)\n",
+        (cfg.lookups / 10).max(1)
+    );
+    s += "| N entries | index files | build s | cache bytes/entry | runs | `index()` ms | hits/s | misses/s | hits/s cold | misses/s cold |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let per = if r.n == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}", r.cache_bytes as f64 / r.n as f64)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {per} | {} | {:.1} | {} | {} | {} | {} |",
+            millions(r.n),
+            r.files,
+            r.build_s,
+            r.runs,
+            r.index_open_ms,
+            rate(r.hits_per_s),
+            rate(r.misses_per_s),
+            rate(r.cold_hits_per_s),
+            rate(r.cold_misses_per_s)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n**CLI, M = {FEW_SNAPSHOTS} snapshots** (wall / peak RSS, median of {REPEATS}; ΔRSS = \
+         (RSS − RSS empty) / N; × = time ÷ empty)\n"
+    );
+    s += "| N | `snapshots` | `backup` 1 MiB | `restore` 1 MiB | backup ΔRSS B/entry | restore ΔRSS B/entry | backup × | restore × | backup disk writes (max) |\n|---|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let (bd, bt) = base.map_or(("?".into(), "?".into()), |b| {
+            versus(r.backup_1m, b.backup_1m, r.n)
+        });
+        let (rd, rt) = base.map_or(("?".into(), "?".into()), |b| {
+            versus(r.restore_1m, b.restore_1m, r.n)
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {bd} | {rd} | {bt} | {rt} | {} |",
+            millions(r.n),
+            cost(r.snapshots_few),
+            cost(r.backup_1m),
+            cost(r.restore_1m),
+            mb(r.backup_1m_written_max)
+        );
+    }
+    if cfg.incr_mb > 0 {
+        let _ = writeln!(
+            s,
+            "\n**Incremental backup**: {} MiB of random bytes, then the same again (every chunk \
+             found; median of 3)\n",
+            cfg.incr_mb
+        );
+        s += "| N | first (all new) | MiB/s | its disk writes | again (all hits) | MiB/s | again × empty | again ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
+        for r in rows {
+            let (Some(a), Some(b)) = (r.incr_new, r.incr_again) else {
+                continue;
+            };
+            let (d, t) = base
+                .and_then(|x| x.incr_again)
+                .map_or(("?".into(), "?".into()), |x| versus(b, x, r.n));
+            let mb = cfg.incr_mb as f64;
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {} | {:.0} | {t} | {d} |",
+                millions(r.n),
+                cost(a),
+                mb / a.secs,
+                self::mb(a.written),
+                cost(b),
+                mb / b.secs
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n**M = {} snapshots**, and `restore` with an empty cache (rebuilt from the \
+         repository; skipped above `SCALE_COLD_MAX`)\n",
+        cfg.many
+    );
+    s += "| N | write snapshots s | first `snapshots` (sync) | `snapshots` (warm) | `restore` 1 MiB | restore, empty cache | its disk writes | its ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let (cold, written, cold_d) = match r.cold_restore {
+            Some(c) => (
+                cost(c),
+                mb(c.written),
+                base.and_then(|b| b.cold_restore)
+                    .map_or("?".into(), |b| versus(c, b, r.n).0),
+            ),
+            None => ("skipped".into(), "–".into(), "–".into()),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {} | {} | {cold} | {written} | {cold_d} |",
+            millions(r.n),
+            r.add_snapshots_s,
+            cost(r.snapshots_sync),
+            cost(r.snapshots_many),
+            cost(r.restore_many)
+        );
+    }
+    s
+}
+
+fn main() -> Res<()> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sizes: Vec<f64> = std::env::var("SCALE_N")
+        .unwrap_or_else(|_| "1,10".into())
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<Result<_, _>>()?;
+    if std::env::var("SCALE_BIG").is_ok_and(|v| v == "1") && !sizes.contains(&60.0) {
+        sizes.push(60.0);
+    }
+    let cfg = Cfg {
+        dir: env_or("SCALE_DIR", PathBuf::from("/tmp/dvscale")),
+        cli: Cli {
+            bin: env_or("DUMPVAULT_BIN", manifest.join("target/release/dumpvault")),
+        },
+        many: env_or("SCALE_SNAPSHOTS", 10_000),
+        incr_mb: env_or("SCALE_INCR_MB", 256),
+        lookups: env_or("SCALE_LOOKUPS", 200_000),
+        cold_max: (env_or("SCALE_COLD_MAX", f64::INFINITY) * 1e6) as u64,
+        keep: std::env::var("KEEP").is_ok_and(|v| v == "1"),
+    };
+    if !cfg.cli.bin.exists() {
+        return Err(format!(
+            "{}: no such binary (set DUMPVAULT_BIN)",
+            cfg.cli.bin.display()
+        )
+        .into());
+    }
+    std::fs::create_dir_all(&cfg.dir)?;
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    for n in std::iter::once(0).chain(sizes.iter().map(|m| (m * 1e6).round() as u64)) {
+        let t = Instant::now();
+        rows.push(measure(&cfg, n)?);
+        say(format!(
+            "N = {n} done in {:.0} s{}",
+            t.elapsed().as_secs_f64(),
+            tables(&cfg, &rows)
+        ));
+    }
+    let git = Command::new("git")
+        .args([
+            "-C",
+            &manifest.to_string_lossy(),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    println!(
+        "dumpvault scale bench: {git}, {} cores, binary {}, {:.0} s in all",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cfg.cli.bin.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    print!("{}", tables(&cfg, &rows));
+    if !cfg.keep {
+        for e in std::fs::read_dir(&cfg.dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("stream-") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
