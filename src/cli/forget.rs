@@ -62,6 +62,10 @@ pub(super) struct ForgetArgs {
     /// For --prune: repack packs with more than this share of unused bytes.
     #[arg(long, default_value = "5%", value_parser = parse_percent)]
     pub(super) max_unused: f64,
+    /// For --prune: keep archived WAL for only the newest N complete base backups of each
+    /// cluster (as `prune --wal-keep-base-backups`).
+    #[arg(long, requires = "prune")]
+    pub(super) wal_keep_base_backups: Option<usize>,
 }
 
 impl ForgetArgs {
@@ -161,6 +165,7 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
                 &mut repo,
                 &crate::ops::prune::PruneOptions {
                     max_unused: a.max_unused,
+                    wal_keep_base_backups: a.wal_keep_base_backups,
                     ..Default::default()
                 },
                 false,
@@ -172,7 +177,13 @@ pub(super) fn run(ctx: &Ctx<'_>, a: &ForgetArgs) -> Result<()> {
         .write_all(out.as_bytes())
         .map_err(|e| Error::io("write output", e))?;
     if a.prune {
-        prune_run(ctx, &mut repo, a.max_unused, a.dry_run, None)?;
+        prune_run(
+            ctx,
+            &mut repo,
+            a.max_unused,
+            a.dry_run,
+            a.wal_keep_base_backups,
+        )?;
     }
     Ok(())
 }

@@ -824,6 +824,40 @@ fn x26_wal_keep_base_backups_keeps_the_newest_complete_by_time() {
     assert_eq!(code, Some(0), "{st}");
 }
 
+/// The nightly one-liner takes WAL retention too: `forget --prune --wal-keep-base-backups N`
+/// applies it like `prune` does (before, only `prune` had the flag); without `--prune` the
+/// flag is refused.
+#[test]
+fn forget_prune_takes_wal_keep_base_backups() {
+    let w = Wal::new(Env::new());
+    for n in 2..=9 {
+        w.push_ok(n);
+    }
+    base_backup(&w.env, 8);
+    base_backup(&w.env, 3);
+    let o = w.env.run(
+        &["forget", "--keep-last", "5", "--wal-keep-base-backups", "1"],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = w.env.run(
+        &[
+            "forget",
+            "--keep-last",
+            "5",
+            "--prune",
+            "--wal-keep-base-backups",
+            "1",
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!w.object(2).exists(), "below the newest base backup");
+    for n in 3..=9 {
+        assert!(w.object(n).exists(), "segment {n}");
+    }
+}
+
 /// Regression for issue X28: a WAL object deleted between fsck's listing and its read (by a
 /// concurrent prune's WAL retention; fsck takes no lock) is skipped, not damage, with the key
 /// and without it.
