@@ -76,6 +76,12 @@ impl Table {
         }
     }
 
+    /// Hand the open runs over (to a table reopened after a write, which keeps those still
+    /// recorded); this table is left without runs.
+    pub fn take_runs(&mut self) -> Vec<Run> {
+        std::mem::take(&mut self.runs)
+    }
+
     pub fn runs(&self) -> usize {
         self.runs.len()
     }
