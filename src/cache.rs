@@ -226,6 +226,32 @@ impl Cache {
         &self.runs_dir
     }
 
+    /// Run `f` inside one `BEGIN IMMEDIATE` transaction with the table key and the runs
+    /// directory; `f` returns its result and the run files it replaced, which are deleted only
+    /// once the transaction has committed (a crash in between leaves orphans, which the next
+    /// sync removes).
+    fn write_tx<T>(
+        &mut self,
+        f: impl FnOnce(
+            &rusqlite::Transaction<'_>,
+            zeroize::Zeroizing<[u8; 32]>,
+            &Path,
+        ) -> Result<(T, Vec<PathBuf>)>,
+    ) -> Result<T> {
+        let key = self.table_key()?;
+        let runs_dir = self.runs_dir.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ce)?;
+        let (out, unlink) = f(&tx, key, &runs_dir)?;
+        tx.commit().map_err(ce)?;
+        for p in unlink {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(out)
+    }
+
     /// Bring the cached index in line with `remote` (the index files the repository lists),
     /// fetching only the ones not cached yet, and open it. Returns the table and how many index
     /// files were fetched.
@@ -234,44 +260,36 @@ impl Cache {
         remote: &[ObjectId],
         fetch: impl Fn(&ObjectId) -> Result<IndexFile>,
     ) -> Result<(Table, usize)> {
-        let key = self.table_key()?;
-        let runs_dir = self.runs_dir.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ce)?;
-        let mut unlink = remove_orphan_runs(&tx, &runs_dir)?;
-        let cached: HashMap<String, u32> = {
-            let mut st = tx.prepare("SELECT id, num FROM tfiles").map_err(ce)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
-                .map_err(ce)?;
-            rows.collect::<std::result::Result<_, _>>().map_err(ce)?
-        };
-        let remote_set: HashSet<String> = remote.iter().map(|i| i.to_hex()).collect();
-        for gone in cached.keys().filter(|k| !remote_set.contains(*k)) {
-            // Its entries stay in the runs, dead, until a merge drops them.
-            tx.execute("DELETE FROM tfiles WHERE id = ?1", [gone])
-                .map_err(ce)?;
-        }
-        let mut w = RunWriter::new(&tx, &key, &runs_dir)?;
-        let mut fetched = 0;
-        for id in remote {
-            if cached.contains_key(&id.to_hex()) {
-                continue;
+        self.write_tx(|tx, key, runs_dir| {
+            let mut unlink = remove_orphan_runs(tx, runs_dir)?;
+            let cached: HashMap<String, u32> = {
+                let mut st = tx.prepare("SELECT id, num FROM tfiles").map_err(ce)?;
+                let rows = st
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+                    .map_err(ce)?;
+                rows.collect::<std::result::Result<_, _>>().map_err(ce)?
+            };
+            let remote_set: HashSet<String> = remote.iter().map(|i| i.to_hex()).collect();
+            for gone in cached.keys().filter(|k| !remote_set.contains(*k)) {
+                // Its entries stay in the runs, dead, until a merge drops them.
+                tx.execute("DELETE FROM tfiles WHERE id = ?1", [gone])
+                    .map_err(ce)?;
             }
-            let file = fetch(id)?;
-            w.add_file(id, &file)?;
-            fetched += 1;
-        }
-        w.finish()?;
-        unlink.extend(compact(&tx, &runs_dir)?);
-        let table = open_table(&tx, key, &runs_dir, Vec::new())?;
-        tx.commit().map_err(ce)?;
-        for p in unlink {
-            let _ = std::fs::remove_file(p);
-        }
-        Ok((table, fetched))
+            let mut w = RunWriter::new(tx, &key, runs_dir)?;
+            let mut fetched = 0;
+            for id in remote {
+                if cached.contains_key(&id.to_hex()) {
+                    continue;
+                }
+                let file = fetch(id)?;
+                w.add_file(id, &file)?;
+                fetched += 1;
+            }
+            w.finish()?;
+            unlink.extend(compact(tx, runs_dir)?);
+            let table = open_table(tx, key, runs_dir, Vec::new())?;
+            Ok(((table, fetched), unlink))
+        })
     }
 
     /// Record an index file this process just wrote, so the next run need not download it,
@@ -283,41 +301,34 @@ impl Cache {
         file: &IndexFile,
         table: Option<&mut Table>,
     ) -> Result<()> {
-        let key = self.table_key()?;
-        let runs_dir = self.runs_dir.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ce)?;
-        let known: Option<u32> = tx
-            .query_row("SELECT num FROM tfiles WHERE id = ?1", [id.to_hex()], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(ce)?;
-        let mut unlink = Vec::new();
-        if known.is_none() {
-            let mut w = RunWriter::new(&tx, &key, &runs_dir)?;
-            w.add_file(id, file)?;
-            w.finish()?;
-            unlink = compact(&tx, &runs_dir)?;
-        }
-        if let Some(t) = table {
-            let tainted = t.is_tainted();
-            // Runs that are still listed are kept open as they are (their fanouts are not read
-            // again: ~100 ms at 60M entries); the rest are dropped before the new ones load.
-            let reuse = t.take_runs();
-            *t = Table::new(key.clone());
-            *t = open_table(&tx, key, &runs_dir, reuse)?;
-            if tainted {
-                t.mark_tainted();
+        self.write_tx(|tx, key, runs_dir| {
+            let known: Option<u32> = tx
+                .query_row("SELECT num FROM tfiles WHERE id = ?1", [id.to_hex()], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(ce)?;
+            let mut unlink = Vec::new();
+            if known.is_none() {
+                let mut w = RunWriter::new(tx, &key, runs_dir)?;
+                w.add_file(id, file)?;
+                w.finish()?;
+                unlink = compact(tx, runs_dir)?;
             }
-        }
-        tx.commit().map_err(ce)?;
-        for p in unlink {
-            let _ = std::fs::remove_file(p);
-        }
-        Ok(())
+            if let Some(t) = table {
+                let tainted = t.is_tainted();
+                // Runs that are still listed are kept open as they are (their fanouts are not
+                // read again: ~100 ms at 60M entries); the rest are dropped before the new ones
+                // load.
+                let reuse = t.take_runs();
+                *t = Table::new(key.clone());
+                *t = open_table(tx, key, runs_dir, reuse)?;
+                if tainted {
+                    t.mark_tainted();
+                }
+            }
+            Ok(((), unlink))
+        })
     }
 
     /// The number of run files and the bytes they take (for `stats` and the benchmarks).
@@ -828,7 +839,7 @@ mod tests {
         })
     }
 
-    /// Byte offset of entry `i` of the only run file in `c`.
+    /// The only run file of `c`.
     fn only_run(c: &Cache) -> PathBuf {
         let runs: Vec<PathBuf> = std::fs::read_dir(c.runs_dir())
             .unwrap()

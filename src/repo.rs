@@ -186,13 +186,10 @@ pub fn store_index_file(
     backend.put(ObjectKind::Index, &id.to_hex(), &bytes)?;
     let mut in_table = false;
     if let Some(c) = cache {
-        let table = index.as_deref().and_then(|ix| ix.table()).is_some();
-        let r = match index {
-            Some(ref mut ix) if table => c.add_index_file(&id, file, ix.table_mut()),
-            _ => c.add_index_file(&id, file, None),
-        };
-        match r {
-            Ok(()) => in_table = table,
+        let table = index.as_deref_mut().and_then(Index::table_mut);
+        let has_table = table.is_some();
+        match c.add_index_file(&id, file, table) {
+            Ok(()) => in_table = has_table,
             Err(e) => eprintln!("dumpvault: warning: cache: {e}"),
         }
     }
