@@ -14,7 +14,19 @@
 //! - the release CLI under `/usr/bin/time`: `snapshots` (warm), `backup` of 1 MiB of random
 //!   bytes, `restore` of it (median of 3 each), `backup` of a 256 MiB random stream twice (the
 //!   second finds every chunk), `restore` with an empty cache (the cache rebuilt from the
-//!   repository), and `snapshots` and `restore` again after 9,990 more snapshots.
+//!   repository), and `snapshots` and `restore` again after 9,990 more snapshots;
+//! - at the end, with M snapshots, the maintenance commands: `fsck` (structure level),
+//!   `prune --dry-run`, then `prune` (executed), once each, in that order (the last one
+//!   changes the repository).
+//!
+//! For the maintenance rows the synthetic repository is made whole enough for them to accept
+//! it: every synthetic pack exists, as a sparse file of exactly the length its index entry
+//! records (`File::set_len`: no disk), and one more snapshot ("synthetic") references half of
+//! the synthetic chunks through a real chunk-list tree (`tree::TreeBuilder` nodes, sealed into
+//! real packs and indexed, as a backup stores them): the chunks of the even packs of each index
+//! file, so that prune's mark and fsck's walk look up N/2 chunks, and the odd packs are wholly
+//! garbage, which prune deletes outright (a partly used pack would be repacked, which reads it,
+//! and sparse packs hold zeros). It is one of the first 10 snapshots, replacing a copy.
 //!
 //! Markdown tables go to stdout, progress to stderr. Run it through `benches/scale.sh`, which
 //! builds the binaries; environment:
@@ -29,6 +41,7 @@
 //! | `SCALE_INCR_MB` | `256` | size of the incremental-backup stream; 0 skips it |
 //! | `SCALE_LOOKUPS` | `200000` | lookups timed per kind (hits, misses) |
 //! | `SCALE_COLD_MAX` | unset (all) | largest N (millions) whose empty-cache restore is measured |
+//! | `SCALE_ONLY` | all | row groups to measure, comma separated: `index` (in-process load and lookups), `cli` (`snapshots`, 1 MiB `backup`/`restore`), `incr` (the incremental backup), `cold` (empty-cache restore), `many` (`snapshots`/`restore` at M snapshots), `prune` (`fsck`, `prune --dry-run`, `prune`); `cold` and `many` need `cli` |
 //! | `KEEP` | unset | `1`: leave the repositories and caches in `SCALE_DIR` |
 
 mod common;
@@ -46,11 +59,14 @@ use dumpvault::crypto::{KdfParams, MasterKey};
 use dumpvault::error::ObjectKind;
 use dumpvault::format::index::{IndexFile, IndexPack};
 use dumpvault::format::pack::{BlobEntry, BlobKind, Compression};
+use dumpvault::format::tree::TreeEntry;
 use dumpvault::format::{envelope, snapshot as snapshot_format};
 use dumpvault::id::{ChunkId, ObjectId};
 use dumpvault::ops::backup::{backup, BackupOptions};
+use dumpvault::pack::{seal_blob, PackWriter};
 use dumpvault::repo::{InitOptions, OpenOptions, Repo};
-use dumpvault::snapshot::{Snapshot, Source};
+use dumpvault::snapshot::{Snapshot, Source, Stream};
+use dumpvault::tree::{NodeSink, TreeBuilder};
 use rayon::prelude::*;
 
 /// Entries per synthetic index file, and per synthetic pack (16 MiB packs of 16 KiB chunks).
@@ -111,6 +127,159 @@ fn synth_file(f: u64, count: u64) -> IndexFile {
         superseded: vec![],
         packs,
     }
+}
+
+/// Whether pack `p` of a synthetic index file is garbage: the odd ones are. Whole packs, so
+/// that prune deletes them; a partly used pack would be repacked, which reads it.
+fn garbage_pack(p: u64) -> bool {
+    p % 2 == 1
+}
+
+/// Garbage packs among the synthetic packs of `n` entries.
+fn garbage_packs(n: u64) -> u64 {
+    (0..n.div_ceil(PER_FILE))
+        .map(|f| PER_FILE.min(n - f * PER_FILE).div_ceil(PER_PACK) / 2)
+        .sum()
+}
+
+/// The chunk numbers of index file `f` (of `count` entries) that the synthetic snapshot
+/// references, in order: those of its packs that are not garbage.
+fn referenced_in_file(f: u64, count: u64) -> impl Iterator<Item = u64> {
+    (0..count.div_ceil(PER_PACK))
+        .filter(|&p| !garbage_pack(p))
+        .flat_map(move |p| {
+            let first = p * PER_PACK;
+            (first..count.min(first + PER_PACK)).map(move |e| f * PER_FILE + e)
+        })
+}
+
+/// Seals chunk-list nodes into real packs, as a backup stores tree blobs, and stores each pack
+/// when it is full. Memory: one open pack.
+struct TreeSink<'a> {
+    backend: &'a dyn Backend,
+    key: &'a MasterKey,
+    zstd_level: i32,
+    writer: PackWriter,
+    packs: Vec<IndexPack>,
+    bytes: u64,
+}
+
+impl TreeSink<'_> {
+    fn flush(&mut self) -> dumpvault::error::Result<()> {
+        if self.writer.is_empty() {
+            return Ok(());
+        }
+        let p = self.writer.finish(self.key);
+        self.backend
+            .put(ObjectKind::Pack, &p.record.id.to_hex(), &p.bytes)?;
+        self.bytes += p.bytes.len() as u64;
+        self.packs.push(p.record);
+        Ok(())
+    }
+}
+
+impl NodeSink for TreeSink<'_> {
+    fn store_node(&mut self, plaintext: Vec<u8>) -> dumpvault::error::Result<ChunkId> {
+        let id = ChunkId::compute(&self.key.id_key, &plaintext);
+        let b = seal_blob(self.key, self.zstd_level, BlobKind::Tree, id, &plaintext);
+        if self.writer.would_overflow(b.bytes.len()) {
+            self.flush()?;
+        }
+        self.writer.add(b);
+        Ok(id)
+    }
+}
+
+/// What [`synth_tree`] stored.
+#[derive(Clone, Copy, Default)]
+struct TreeStats {
+    /// Data chunks the tree references.
+    chunks: u64,
+    packs: usize,
+    bytes: u64,
+    secs: f64,
+}
+
+/// Write the snapshot "synthetic": one stream whose chunk list references the non-garbage
+/// synthetic chunks of `n` entries (as data chunks of `RAW_LEN`, what the index says). The
+/// tree is built by the library's `TreeBuilder` and sealed into real packs, streamed (chunk
+/// IDs are computed per index file, never all held); their index file is stored and added to
+/// `cache`. The stream's BLAKE3 is a placeholder: only `restore` and `fsck --read-data`, which
+/// read the (sparse) data, check it.
+#[allow(clippy::too_many_arguments)]
+fn synth_tree(
+    backend: &Arc<dyn Backend>,
+    key: &MasterKey,
+    zstd_level: i32,
+    pack_target: u32,
+    cache: &mut Cache,
+    n: u64,
+    template: &Snapshot,
+) -> Res<TreeStats> {
+    let t0 = Instant::now();
+    let mut sink = TreeSink {
+        backend: backend.as_ref(),
+        key,
+        zstd_level,
+        writer: PackWriter::new(pack_target),
+        packs: Vec::new(),
+        bytes: 0,
+    };
+    let mut tree = TreeBuilder::default();
+    let mut chunks = 0u64;
+    for f in 0..n.div_ceil(PER_FILE) {
+        let gs: Vec<u64> = referenced_in_file(f, PER_FILE.min(n - f * PER_FILE)).collect();
+        let ids: Vec<ChunkId> = gs.par_iter().map(|&g| chunk_id(g)).collect();
+        for id in ids {
+            let len = RAW_LEN as u64;
+            tree.push(TreeEntry { id, len }, &mut sink)?;
+        }
+        chunks += gs.len() as u64;
+    }
+    let root = tree.finish(&mut sink)?;
+    sink.flush()?;
+    let tree_bytes = sink.bytes;
+    let file = IndexFile {
+        superseded: vec![],
+        packs: std::mem::take(&mut sink.packs),
+    };
+    let bytes = file.seal(key);
+    let id = ObjectId::of(&bytes);
+    backend.put(ObjectKind::Index, &id.to_hex(), &bytes)?;
+    cache.add_index_file(&id, &file, None)?;
+    let mut s = template.clone();
+    s.name = "synthetic".into();
+    s.time = template.time - chrono::Duration::seconds(30);
+    s.streams = vec![Stream {
+        name: "synthetic".into(),
+        source: Source::Stdin,
+        size: chunks * RAW_LEN as u64,
+        blake3: "0".repeat(64),
+        root,
+        chunks,
+        new_chunks: chunks,
+        new_bytes: chunks * STORED_LEN as u64 + tree_bytes,
+        dump: None,
+    }];
+    put_snapshot(backend, key, &s).map_err(|e| e.to_string())?;
+    Ok(TreeStats {
+        chunks,
+        packs: file.packs.len(),
+        bytes: tree_bytes,
+        secs: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Synthetic and tree packs under `repo/data/` (files not starting with a dot).
+fn count_packs(repo: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(repo.join("data")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|r| r.flatten())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count() as u64
 }
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -179,6 +348,21 @@ impl Site {
     }
 }
 
+/// How a maintenance command ended: its cost, exit code (`None`: killed by a signal), and a
+/// summary of what it printed, for the table.
+#[derive(Clone, Default)]
+struct Outcome {
+    cost: Cost,
+    code: Option<i32>,
+    note: String,
+}
+
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
 /// Wall seconds, peak RSS and bytes written to disk (`ru_oublock`) of one CLI run.
 #[derive(Clone, Copy, Default)]
 struct Cost {
@@ -213,6 +397,32 @@ impl Cli {
         input: Option<&Path>,
         capture: bool,
     ) -> Res<(Cost, String)> {
+        let (cost, status, out, _) = self.exec(site, cache, args, input, capture, false)?;
+        if !status.success() {
+            return Err(format!("dumpvault {args:?} failed: {status}").into());
+        }
+        Ok((cost, out))
+    }
+
+    /// Run `dumpvault -q ARGS` on `site` (its own cache) whatever its exit status; stdout and
+    /// stderr captured (stderr is copied to ours, and its last line returned).
+    fn run_any(
+        &self,
+        site: &Site,
+        args: &[&str],
+    ) -> Res<(Cost, std::process::ExitStatus, String, String)> {
+        self.exec(site, &site.cache, args, None, true, true)
+    }
+
+    fn exec(
+        &self,
+        site: &Site,
+        cache: &Path,
+        args: &[&str],
+        input: Option<&Path>,
+        capture: bool,
+        capture_err: bool,
+    ) -> Res<(Cost, std::process::ExitStatus, String, String)> {
         let time_out = site.root.join("time.out");
         let mut c = Command::new("/usr/bin/time");
         c.arg("-f")
@@ -228,7 +438,11 @@ impl Cli {
             .env_remove("DUMPVAULT_PASSWORD")
             .env_remove("DUMPVAULT_PASSWORD_COMMAND")
             .env_remove("DUMPVAULT_METRICS_FILE")
-            .stderr(Stdio::inherit())
+            .stderr(if capture_err {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .stdout(if capture {
                 Stdio::piped()
             } else {
@@ -241,8 +455,9 @@ impl Cli {
         let t0 = Instant::now();
         let out = c.output()?;
         let secs = t0.elapsed().as_secs_f64();
-        if !out.status.success() {
-            return Err(format!("dumpvault {args:?} failed: {}", out.status).into());
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !stderr.is_empty() {
+            eprint!("{stderr}");
         }
         let text = std::fs::read_to_string(&time_out)?;
         let nums: Vec<u64> = text
@@ -263,7 +478,9 @@ impl Cli {
                 rss: kib * 1024,
                 written: blocks * 512,
             },
+            out.status,
             String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            stderr.lines().last().unwrap_or_default().to_string(),
         ))
     }
 
@@ -300,6 +517,73 @@ struct Row {
     snapshots_sync: Cost,
     snapshots_many: Cost,
     restore_many: Cost,
+    /// The synthetic snapshot's tree (maintenance rows only, N > 0).
+    tree: Option<TreeStats>,
+    garbage_packs: u64,
+    fsck: Option<Outcome>,
+    prune_dry: Option<Outcome>,
+    prune: Option<Outcome>,
+    /// Pack files before and after the executed prune.
+    packs_before: u64,
+    packs_after: u64,
+    /// What went wrong in the maintenance rows (exit codes, counts that disagree).
+    trouble: Vec<String>,
+}
+
+/// Which row groups to measure (`SCALE_ONLY`).
+#[derive(Clone, Copy)]
+struct Groups {
+    index: bool,
+    cli: bool,
+    incr: bool,
+    cold: bool,
+    many: bool,
+    prune: bool,
+}
+
+impl Groups {
+    fn parse(v: Option<String>) -> Res<Groups> {
+        let Some(v) = v else {
+            return Ok(Groups {
+                index: true,
+                cli: true,
+                incr: true,
+                cold: true,
+                many: true,
+                prune: true,
+            });
+        };
+        let mut g = Groups {
+            index: false,
+            cli: false,
+            incr: false,
+            cold: false,
+            many: false,
+            prune: false,
+        };
+        for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match w {
+                "index" => g.index = true,
+                "cli" => g.cli = true,
+                "incr" => g.incr = true,
+                "cold" => g.cold = true,
+                "many" => g.many = true,
+                "prune" => g.prune = true,
+                other => {
+                    return Err(format!(
+                        "SCALE_ONLY: unknown group {other:?} (index, cli, incr, cold, many, prune)"
+                    )
+                    .into())
+                }
+            }
+        }
+        if (g.cold || g.many) && !g.cli {
+            return Err(
+                "SCALE_ONLY: cold and many need cli (they restore its 1 MiB snapshot)".into(),
+            );
+        }
+        Ok(g)
+    }
 }
 
 struct Cfg {
@@ -310,10 +594,19 @@ struct Cfg {
     lookups: usize,
     cold_max: u64,
     keep: bool,
+    groups: Groups,
 }
 
 fn say(msg: impl AsRef<str>) {
     eprintln!("scale: {}", msg.as_ref());
+}
+
+fn put_snapshot(backend: &Arc<dyn Backend>, key: &MasterKey, s: &Snapshot) -> Result<(), String> {
+    let bytes = envelope::seal(key, ObjectKind::Snapshot, &snapshot_format::encode(s));
+    let id = ObjectId::of(&bytes);
+    backend
+        .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// Seal and store `count` copies of `template`, each a minute older than the last.
@@ -329,18 +622,16 @@ fn add_snapshots(
         .try_for_each(|i| -> Result<(), String> {
             let mut s = template.clone();
             s.time = template.time - chrono::Duration::minutes(i as i64 + 1);
-            let bytes = envelope::seal(key, ObjectKind::Snapshot, &snapshot_format::encode(&s));
-            let id = ObjectId::of(&bytes);
-            backend
-                .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)
-                .map_err(|e| e.to_string())
+            put_snapshot(backend, key, &s)
         })?;
     Ok(())
 }
 
 /// Init the repository of `site`, back up the tiny stream, write `n` synthetic entries and the
-/// first snapshots. Returns the tiny snapshot (the template of the others) and the build time.
-fn build(site: &Site, n: u64) -> Res<(Snapshot, f64)> {
+/// first snapshots. With `maintenance`, also the sparse synthetic packs and (N > 0) the
+/// snapshot "synthetic" with its tree ([`synth_tree`]). Returns the tiny snapshot (the
+/// template of the others), the build time (the tree's excluded) and the tree's figures.
+fn build(site: &Site, n: u64, maintenance: bool) -> Res<(Snapshot, f64, Option<TreeStats>)> {
     let _ = std::fs::remove_dir_all(&site.root);
     std::fs::create_dir_all(&site.root)?;
     let t0 = Instant::now();
@@ -372,14 +663,17 @@ fn build(site: &Site, n: u64) -> Res<(Snapshot, f64)> {
     let backend = Arc::clone(&repo.backend);
     let key = repo.key.clone();
     let repo_id = repo.config.repo_id;
+    let (zstd_level, pack_target) = (repo.config.zstd_level, repo.config.pack_target);
     drop(repo);
+    // Where the local backend keeps a pack (data/<2 hex>/<id>).
+    let local = LocalBackend::new(&site.repo);
 
     // Index files: generated, sealed and stored on the rayon pool; added to the cache (MACs,
     // sorted run, merges) on this thread, one at a time, as backups add theirs.
     let mut cache = Cache::open_keyed(&site.cache, &repo_id, &key)?;
     let files = n.div_ceil(PER_FILE);
     let (tx, rx) = std::sync::mpsc::sync_channel::<(ObjectId, IndexFile)>(4);
-    let (backend_ref, key_ref) = (&backend, &key);
+    let (backend_ref, key_ref, local_ref) = (&backend, &key, &local);
     std::thread::scope(|s| -> Res<()> {
         let producer = s.spawn(move || {
             (0..files)
@@ -391,6 +685,17 @@ fn build(site: &Site, n: u64) -> Res<(Snapshot, f64)> {
                     backend_ref
                         .put(ObjectKind::Index, &id.to_hex(), &bytes)
                         .map_err(|e| e.to_string())?;
+                    if maintenance {
+                        // Sparse: the length prune and fsck compare, no blocks.
+                        for p in &file.packs {
+                            let path = local_ref.path(ObjectKind::Pack, &p.id.to_hex());
+                            let dir = path.parent().expect("pack paths have a parent");
+                            std::fs::create_dir_all(dir)
+                                .and_then(|_| std::fs::File::create(&path))
+                                .and_then(|f| f.set_len(p.len))
+                                .map_err(|e| format!("{}: {e}", path.display()))?;
+                        }
+                    }
                     tx.send((id, file)).map_err(|e| e.to_string())
                 })
         });
@@ -408,9 +713,39 @@ fn build(site: &Site, n: u64) -> Res<(Snapshot, f64)> {
         producer.join().expect("the producer thread panicked")?;
         Ok(())
     })?;
+    let tree = if maintenance && n > 0 {
+        say("  the synthetic snapshot's tree");
+        let t = synth_tree(
+            &backend,
+            &key,
+            zstd_level,
+            pack_target,
+            &mut cache,
+            n,
+            &tiny,
+        )?;
+        say(format!(
+            "  tree: {} chunks referenced, {} packs, {:.0} MB, {:.1} s",
+            t.chunks,
+            t.packs,
+            t.bytes as f64 / 1e6,
+            t.secs
+        ));
+        Some(t)
+    } else {
+        None
+    };
     drop(cache);
-    add_snapshots(&backend, &key, &tiny, 0, FEW_SNAPSHOTS - 1)?;
-    Ok((tiny, t0.elapsed().as_secs_f64()))
+    // The synthetic snapshot is one of the first ones.
+    add_snapshots(
+        &backend,
+        &key,
+        &tiny,
+        0,
+        FEW_SNAPSHOTS - 1 - tree.is_some() as u64,
+    )?;
+    let secs = t0.elapsed().as_secs_f64() - tree.map_or(0.0, |t| t.secs);
+    Ok((tiny, secs, tree))
 }
 
 /// Drop the run files under `cache` from the page cache (`POSIX_FADV_DONTNEED`; they are
@@ -457,12 +792,13 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         ..Default::default()
     };
     say(format!("N = {n}: building {} index files", row.files));
-    let (template, build_s) = build(&site, n)?;
+    let (template, build_s, tree) = build(&site, n, cfg.groups.prune)?;
     row.build_s = build_s;
+    row.tree = tree;
     row.cache_bytes = dir_bytes(&site.cache);
 
-    say("  in-process index load and lookups");
-    {
+    if cfg.groups.index {
+        say("  in-process index load and lookups");
         let mut repo = site.open(true)?;
         let t0 = Instant::now();
         let index = repo.index()?;
@@ -498,24 +834,26 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         assert!(!index.is_tainted(), "the cached index is tainted");
     }
 
-    say("  CLI: snapshots, backup and restore of 1 MiB");
-    cli.run(&site, &site.cache, &["snapshots"], None, false)?;
-    row.snapshots_few = cli.median_of(&site, &["snapshots"])?;
-    let mut costs = Vec::new();
     let mut one_mib = String::new();
-    for i in 0..REPEATS {
-        let p = site.root.join("one-mib.bin");
-        std::fs::write(&p, random_bytes(MIB, 1000 + i as u64))?;
-        let args = ["backup", "--name", "one-mib", "--host", "scale", "-"];
-        let (c, out) = cli.run(&site, &site.cache, &args, Some(&p), true)?;
-        one_mib = out.lines().last().unwrap_or_default().to_string();
-        costs.push(c);
+    if cfg.groups.cli {
+        say("  CLI: snapshots, backup and restore of 1 MiB");
+        cli.run(&site, &site.cache, &["snapshots"], None, false)?;
+        row.snapshots_few = cli.median_of(&site, &["snapshots"])?;
+        let mut costs = Vec::new();
+        for i in 0..REPEATS {
+            let p = site.root.join("one-mib.bin");
+            std::fs::write(&p, random_bytes(MIB, 1000 + i as u64))?;
+            let args = ["backup", "--name", "one-mib", "--host", "scale", "-"];
+            let (c, out) = cli.run(&site, &site.cache, &args, Some(&p), true)?;
+            one_mib = out.lines().last().unwrap_or_default().to_string();
+            costs.push(c);
+        }
+        row.backup_1m_written_max = costs.iter().map(|c| c.written).max().unwrap_or(0);
+        row.backup_1m = median(costs);
+        row.restore_1m = cli.median_of(&site, &["restore", &one_mib])?;
     }
-    row.backup_1m_written_max = costs.iter().map(|c| c.written).max().unwrap_or(0);
-    row.backup_1m = median(costs);
-    row.restore_1m = cli.median_of(&site, &["restore", &one_mib])?;
 
-    if cfg.incr_mb > 0 {
+    if cfg.groups.incr && cfg.incr_mb > 0 {
         say(format!("  CLI: backup of {} MiB, twice", cfg.incr_mb));
         let p = cfg.dir.join(format!("stream-{}MiB.bin", cfg.incr_mb));
         if !p.exists() {
@@ -530,7 +868,7 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         row.incr_again = Some(median(again));
     }
 
-    if n <= cfg.cold_max {
+    if cfg.groups.cold && n <= cfg.cold_max {
         say("  CLI: restore with an empty cache");
         let cold = site.root.join("cold-cache");
         let args = ["restore", one_mib.as_str()];
@@ -538,24 +876,147 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         std::fs::remove_dir_all(&cold)?;
     }
 
-    let repo = site.open(false)?;
-    let have = dumpvault::repo::list_ids(repo.backend.as_ref(), ObjectKind::Snapshot)?.len() as u64;
-    let more = cfg.many.saturating_sub(have);
-    say(format!(
-        "  {more} more snapshots, then snapshots and restore"
-    ));
-    let t0 = Instant::now();
-    add_snapshots(&repo.backend, &repo.key, &template, FEW_SNAPSHOTS, more)?;
-    row.add_snapshots_s = t0.elapsed().as_secs_f64();
-    drop(repo);
-    row.snapshots_sync = cli.run(&site, &site.cache, &["snapshots"], None, false)?.0;
-    row.snapshots_many = cli.median_of(&site, &["snapshots"])?;
-    row.restore_many = cli.median_of(&site, &["restore", &one_mib])?;
+    if cfg.groups.many || cfg.groups.prune {
+        let repo = site.open(false)?;
+        let have =
+            dumpvault::repo::list_ids(repo.backend.as_ref(), ObjectKind::Snapshot)?.len() as u64;
+        let more = cfg.many.saturating_sub(have);
+        say(format!("  {more} more snapshots"));
+        let t0 = Instant::now();
+        add_snapshots(&repo.backend, &repo.key, &template, FEW_SNAPSHOTS, more)?;
+        row.add_snapshots_s = t0.elapsed().as_secs_f64();
+    }
+    if cfg.groups.many {
+        say("  CLI: snapshots and restore");
+        row.snapshots_sync = cli.run(&site, &site.cache, &["snapshots"], None, false)?.0;
+        row.snapshots_many = cli.median_of(&site, &["snapshots"])?;
+        row.restore_many = cli.median_of(&site, &["restore", &one_mib])?;
+    }
+    if cfg.groups.prune {
+        maintenance(cli, &site, &mut row)?;
+    }
 
     if !cfg.keep {
         std::fs::remove_dir_all(&site.root)?;
     }
     Ok(row)
+}
+
+/// The number that follows `key` in `text` ("delete 12 unused" → 12 for "delete ").
+fn num_after(text: &str, key: &str) -> Option<u64> {
+    let rest = &text[text.find(key)? + key.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Run one maintenance command, echo what its failure printed, and name the failure.
+fn maintain(cli: &Cli, site: &Site, args: &[&str], row: &mut Row) -> Res<(Outcome, String)> {
+    let (cost, status, stdout, err_tail) = cli.run_any(site, args)?;
+    let code = status.code();
+    let mut o = Outcome {
+        cost,
+        code,
+        note: String::new(),
+    };
+    if !o.ok() {
+        let what = match code {
+            Some(c) => format!("exit {c}"),
+            None => format!("killed ({status})"),
+        };
+        say(format!(
+            "  dumpvault {args:?} failed: {what}; stderr: {err_tail}"
+        ));
+        // What it reported, less the expected warnings (one line per garbage pack).
+        for l in stdout
+            .lines()
+            .filter(|l| !l.contains(" unreferenced: "))
+            .take(40)
+        {
+            eprintln!("    {l}");
+        }
+        o.note = format!("**{what}**: {err_tail}");
+        row.trouble.push(format!(
+            "N = {}: `{}` {what}: {err_tail}",
+            row.n,
+            args.join(" ")
+        ));
+    }
+    Ok((o, stdout))
+}
+
+/// `fsck`, `prune --dry-run`, `prune`, in that order, each once (the last changes the
+/// repository), checked against what the synthetic repository holds.
+fn maintenance(cli: &Cli, site: &Site, row: &mut Row) -> Res<()> {
+    say("  CLI: fsck, prune --dry-run, prune");
+    let n = row.n;
+    let garbage = garbage_packs(n);
+    row.garbage_packs = garbage;
+    let check = |row: &mut Row, what: &str, got: Option<u64>| {
+        if got != Some(garbage) {
+            let msg = format!("N = {n}: {what} is {got:?}, {garbage} garbage packs expected");
+            say(format!("  {msg}"));
+            row.trouble.push(msg);
+        }
+    };
+
+    let (mut o, out) = maintain(cli, site, &["fsck"], row)?;
+    let unreferenced = out
+        .lines()
+        .filter(|l| l.contains(" unreferenced: "))
+        .count() as u64;
+    let result = out
+        .lines()
+        .rfind(|l| l.starts_with("result: "))
+        .map_or("no result line", |l| &l["result: ".len()..]);
+    if o.ok() {
+        o.note = format!("{result}; {unreferenced} unreferenced");
+        check(row, "fsck's unreferenced pack count", Some(unreferenced));
+    }
+    row.fsck = Some(o);
+
+    let (mut o, out) = maintain(cli, site, &["prune", "--dry-run"], row)?;
+    if o.ok() {
+        let plan = out
+            .lines()
+            .find(|l| l.starts_with("prune plan: "))
+            .unwrap_or("");
+        let (del, rep, keep) = (
+            num_after(plan, "delete "),
+            num_after(plan, "repack "),
+            num_after(plan, "keep "),
+        );
+        o.note = format!(
+            "delete {}, repack {}, keep {}",
+            del.map_or("?".into(), |v| v.to_string()),
+            rep.map_or("?".into(), |v| v.to_string()),
+            keep.map_or("?".into(), |v| v.to_string())
+        );
+        check(row, "the dry run's delete count", del);
+        if rep != Some(0) {
+            row.trouble.push(format!(
+                "N = {n}: the dry run plans to repack {rep:?} packs"
+            ));
+        }
+    }
+    row.prune_dry = Some(o);
+
+    row.packs_before = count_packs(&site.repo);
+    let (mut o, out) = maintain(cli, site, &["prune"], row)?;
+    row.packs_after = count_packs(&site.repo);
+    if o.ok() {
+        o.note = match out.lines().find(|l| l.starts_with("pruned: ")) {
+            Some(l) => l["pruned: ".len()..].to_string(),
+            None if out.lines().any(|l| l == "nothing to prune") => "nothing to prune".into(),
+            None => "no \"pruned:\" line".into(),
+        };
+        check(
+            row,
+            "the pack files prune deleted",
+            row.packs_before.checked_sub(row.packs_after),
+        );
+    }
+    row.prune = Some(o);
+    Ok(())
 }
 
 fn millions(n: u64) -> String {
@@ -571,7 +1032,11 @@ fn mb(bytes: u64) -> String {
     format!("{:.0} MB", bytes as f64 / 1e6)
 }
 
+/// "wall s / peak RSS MiB", or "–" for a run not made.
 fn cost(c: Cost) -> String {
+    if c.secs == 0.0 {
+        return "–".into();
+    }
     format!("{:.3} s / {:.1} MiB", c.secs, c.rss as f64 / MIB as f64)
 }
 
@@ -609,26 +1074,46 @@ fn tables(cfg: &Cfg, rows: &[Row]) -> String {
         } else {
             format!("{:.1}", r.cache_bytes as f64 / r.n as f64)
         };
+        let (runs, open_ms) = if cfg.groups.index {
+            (r.runs.to_string(), format!("{:.1}", r.index_open_ms))
+        } else {
+            ("–".into(), "–".into())
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} | {per} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {:.1} | {per} | {runs} | {open_ms} | {} | {} | {} | {} |",
             millions(r.n),
             r.files,
             r.build_s,
-            r.runs,
-            r.index_open_ms,
             rate(r.hits_per_s),
             rate(r.misses_per_s),
             rate(r.cold_hits_per_s),
             rate(r.cold_misses_per_s)
         );
     }
+    if cfg.groups.cli {
+        cli_table(&mut s, rows, base);
+    }
+    if cfg.groups.incr && cfg.incr_mb > 0 {
+        incr_table(&mut s, cfg, rows, base);
+    }
+    if cfg.groups.many || cfg.groups.cold {
+        many_table(&mut s, cfg, rows, base);
+    }
+    if cfg.groups.prune {
+        maintenance_table(&mut s, cfg, rows, base);
+    }
+    s
+}
+
+fn cli_table(s: &mut String, rows: &[Row], base: Option<&Row>) {
+    use std::fmt::Write;
     let _ = writeln!(
         s,
         "\n**CLI, M = {FEW_SNAPSHOTS} snapshots** (wall / peak RSS, median of {REPEATS}; ΔRSS = \
          (RSS − RSS empty) / N; × = time ÷ empty)\n"
     );
-    s += "| N | `snapshots` | `backup` 1 MiB | `restore` 1 MiB | backup ΔRSS B/entry | restore ΔRSS B/entry | backup × | restore × | backup disk writes (max) |\n|---|---|---|---|---|---|---|---|---|\n";
+    *s += "| N | `snapshots` | `backup` 1 MiB | `restore` 1 MiB | backup ΔRSS B/entry | restore ΔRSS B/entry | backup × | restore × | backup disk writes (max) |\n|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let (bd, bt) = base.map_or(("?".into(), "?".into()), |b| {
             versus(r.backup_1m, b.backup_1m, r.n)
@@ -646,14 +1131,18 @@ fn tables(cfg: &Cfg, rows: &[Row]) -> String {
             mb(r.backup_1m_written_max)
         );
     }
-    if cfg.incr_mb > 0 {
+}
+
+fn incr_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
+    use std::fmt::Write;
+    {
         let _ = writeln!(
             s,
             "\n**Incremental backup**: {} MiB of random bytes, then the same again (every chunk \
              found; median of 3)\n",
             cfg.incr_mb
         );
-        s += "| N | first (all new) | MiB/s | its disk writes | again (all hits) | MiB/s | again × empty | again ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
+        *s += "| N | first (all new) | MiB/s | its disk writes | again (all hits) | MiB/s | again × empty | again ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
         for r in rows {
             let (Some(a), Some(b)) = (r.incr_new, r.incr_again) else {
                 continue;
@@ -674,13 +1163,17 @@ fn tables(cfg: &Cfg, rows: &[Row]) -> String {
             );
         }
     }
+}
+
+fn many_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
+    use std::fmt::Write;
     let _ = writeln!(
         s,
         "\n**M = {} snapshots**, and `restore` with an empty cache (rebuilt from the \
          repository; skipped above `SCALE_COLD_MAX`)\n",
         cfg.many
     );
-    s += "| N | write snapshots s | first `snapshots` (sync) | `snapshots` (warm) | `restore` 1 MiB | restore, empty cache | its disk writes | its ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
+    *s += "| N | write snapshots s | first `snapshots` (sync) | `snapshots` (warm) | `restore` 1 MiB | restore, empty cache | its disk writes | its ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let (cold, written, cold_d) = match r.cold_restore {
             Some(c) => (
@@ -701,7 +1194,60 @@ fn tables(cfg: &Cfg, rows: &[Row]) -> String {
             cost(r.restore_many)
         );
     }
-    s
+}
+
+fn maintenance_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "\n**Maintenance, M = {} snapshots**: `fsck` (structure level), `prune --dry-run`, then \
+         `prune`, once each, wall / peak RSS; ΔRSS = (RSS − RSS empty) / N. Synthetic packs are \
+         sparse files; the snapshot \"synthetic\" references the chunks of the even packs of \
+         each index file (N/2) through a real tree, and the odd packs are garbage, which prune \
+         deletes. Tree: its packs, MB and build seconds.\n",
+        cfg.many
+    );
+    *s += "| N | referenced chunks | garbage packs | tree | `fsck` | `prune --dry-run` | `prune` | fsck ΔRSS B/entry | dry-run ΔRSS B/entry | prune ΔRSS B/entry | fsck says | dry run plans | prune says | pack files deleted |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    let pick = |r: &Row, f: fn(&Row) -> &Option<Outcome>| f(r).clone().unwrap_or_default();
+    for r in rows {
+        let get = |f: fn(&Row) -> &Option<Outcome>| {
+            let o = pick(r, f);
+            let d = base.map_or("?".into(), |b| versus(o.cost, pick(b, f).cost, r.n).0);
+            (o, d)
+        };
+        let (fsck, fd) = get(|r| &r.fsck);
+        let (dry, dd) = get(|r| &r.prune_dry);
+        let (prune, pd) = get(|r| &r.prune);
+        let tree = r.tree.map_or("–".into(), |t| {
+            format!(
+                "{} packs, {:.0} MB, {:.1} s",
+                t.packs,
+                t.bytes as f64 / 1e6,
+                t.secs
+            )
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {tree} | {} | {} | {} | {fd} | {dd} | {pd} | {} | {} | {} | {} |",
+            millions(r.n),
+            r.tree.map_or(0, |t| t.chunks),
+            r.garbage_packs,
+            cost(fsck.cost),
+            cost(dry.cost),
+            cost(prune.cost),
+            fsck.note,
+            dry.note,
+            prune.note,
+            r.packs_before.saturating_sub(r.packs_after)
+        );
+    }
+    let trouble: Vec<&String> = rows.iter().flat_map(|r| &r.trouble).collect();
+    if !trouble.is_empty() {
+        *s += "\nProblems:\n";
+        for t in trouble {
+            let _ = writeln!(s, "- {t}");
+        }
+    }
 }
 
 fn main() -> Res<()> {
@@ -724,6 +1270,7 @@ fn main() -> Res<()> {
         lookups: env_or("SCALE_LOOKUPS", 200_000),
         cold_max: (env_or("SCALE_COLD_MAX", f64::INFINITY) * 1e6) as u64,
         keep: std::env::var("KEEP").is_ok_and(|v| v == "1"),
+        groups: Groups::parse(std::env::var("SCALE_ONLY").ok())?,
     };
     if !cfg.cli.bin.exists() {
         return Err(format!(
@@ -753,8 +1300,11 @@ fn main() -> Res<()> {
             "--dirty",
         ])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("(not a git checkout)".into(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        });
     println!(
         "dumpvault scale bench: {git}, {} cores, binary {}, {:.0} s in all",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -762,12 +1312,18 @@ fn main() -> Res<()> {
         t0.elapsed().as_secs_f64()
     );
     print!("{}", tables(&cfg, &rows));
+    let trouble = rows.iter().map(|r| r.trouble.len()).sum::<usize>();
     if !cfg.keep {
         for e in std::fs::read_dir(&cfg.dir)?.flatten() {
             if e.file_name().to_string_lossy().starts_with("stream-") {
                 std::fs::remove_file(e.path())?;
             }
         }
+    }
+    if trouble > 0 {
+        return Err(
+            format!("{trouble} maintenance problem(s), listed under the last table").into(),
+        );
     }
     Ok(())
 }

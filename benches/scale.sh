@@ -6,10 +6,11 @@
 #   benches/scale.sh                  # N = 1 and 10 million index entries (~5 minutes + build)
 #   SCALE_BIG=1 benches/scale.sh      # also 60 million (~8 GB under SCALE_DIR)
 #   SCALE_N=0.2 SCALE_SNAPSHOTS=100 SCALE_INCR_MB=16 benches/scale.sh   # a quick check
+#   SCALE_ONLY=prune SCALE_N=1,10 SCALE_SNAPSHOTS=100 benches/scale.sh  # only fsck and prune
 #
-# Other variables (SCALE_DIR, SCALE_LOOKUPS, SCALE_COLD_MAX, KEEP, DUMPVAULT_BIN) are listed in
-# benches/scale.rs. Cargo runs under `flock /tmp/cargo.lock`, so builds sharing the machine
-# take turns.
+# Other variables (SCALE_DIR, SCALE_LOOKUPS, SCALE_COLD_MAX, SCALE_ONLY, KEEP, DUMPVAULT_BIN)
+# are listed in benches/scale.rs. Cargo runs under `flock /tmp/cargo.lock` and `nice`, so builds
+# sharing the machine take turns.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -21,8 +22,8 @@ fi
 dir=${SCALE_DIR:-/tmp/dvscale}
 mkdir -p "$dir/bin"
 
-flock /tmp/cargo.lock cargo build --release --bins >&2
-bench=$(flock /tmp/cargo.lock cargo bench --bench scale --no-run --message-format=json 2>/dev/null |
+flock /tmp/cargo.lock nice -n 10 cargo build --release --bins >&2
+bench=$(flock /tmp/cargo.lock nice -n 10 cargo bench --bench scale --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/scale-[^"]*"' | tail -n 1 | cut -d'"' -f4)
 [ -n "$bench" ] || { echo "scale.sh: could not find the scale bench binary" >&2; exit 1; }
 
