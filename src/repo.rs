@@ -16,7 +16,7 @@ use crate::format::index::IndexFile;
 use crate::format::keyfile::KeyFile;
 use crate::format::{envelope, FORMAT_VERSION};
 use crate::id::{ChunkId, ObjectId};
-use crate::index::Index;
+use crate::index::{Index, Table};
 use crate::lock::LockGuard;
 use crate::snapshot::{Filter, Snapshot, SnapshotEntry};
 
@@ -80,6 +80,9 @@ pub struct Repo {
     pub(crate) cache: Option<Cache>,
     pub(crate) index: Option<Index>,
     pub lock_wait: std::time::Duration,
+    /// The temporary directory of a scratch cache (see [`Repo::index`]), removed on drop.
+    /// Declared after `cache`, so the cache's files are closed first.
+    scratch: Option<tempfile::TempDir>,
 }
 
 pub fn now_unix() -> i64 {
@@ -202,6 +205,49 @@ pub fn store_index_file(
     Ok(id)
 }
 
+/// Sync `cache` with `remote` and open its table. A cache that cannot be read is rebuilt
+/// from the repository (if `rebuild`), with a warning; `None` if it still fails or another
+/// process holds it.
+fn load_table(
+    backend: &Arc<dyn Backend>,
+    key: &MasterKey,
+    cache: &mut Cache,
+    remote: &[ObjectId],
+    rebuild: bool,
+) -> Result<Option<Table>> {
+    let backend = Arc::clone(backend);
+    let key = key.clone();
+    let fetch = &|id: &ObjectId| {
+        let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
+        IndexFile::open(&key, id, &bytes)
+    };
+    for attempt in 0..2 {
+        match cache.load_table(remote, fetch) {
+            Ok((table, _)) => return Ok(Some(table)),
+            Err(e) if crate::cache::is_busy(&e) => {
+                eprintln!("dumpvault: warning: cache: {e}; using a temporary one");
+                return Ok(None);
+            }
+            Err(e @ (Error::Cache(_) | Error::Io { .. })) if attempt == 0 && rebuild => {
+                eprintln!(
+                    "dumpvault: warning: cache {}: {e}; rebuilding it from the repository",
+                    cache.path().display()
+                );
+                if let Err(e) = cache.rebuild() {
+                    eprintln!("dumpvault: warning: cache: {e}; using a temporary one");
+                    return Ok(None);
+                }
+            }
+            Err(e @ (Error::Cache(_) | Error::Io { .. })) => {
+                eprintln!("dumpvault: warning: cache: {e}; using a temporary one");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 impl Repo {
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Repo> {
         let counting = Arc::new(Counting::new(backend));
@@ -243,6 +289,7 @@ impl Repo {
             cache: None,
             index: Some(Index::default()),
             lock_wait: std::time::Duration::ZERO,
+            scratch: None,
         })
     }
 
@@ -335,6 +382,7 @@ impl Repo {
             cache,
             index: None,
             lock_wait: opts.lock_wait,
+            scratch: None,
         })
     }
 
@@ -357,57 +405,28 @@ impl Repo {
         IndexFile::open(&self.key, id, &bytes)
     }
 
-    /// Load the index (once), through the cache when there is one.
+    /// Load the index (once), as a table of run files on disk.
     ///
-    /// With a cache, the index is the cache's table of run files (synced with the listing of
-    /// `index/` first), and lookups read the disk: memory does not grow with the repository.
-    /// Without one, every index file is read into memory. Either way the index remembers the
-    /// listing it was built from, and each entry the index file it came from
-    /// (`Index::check_sources`, format-spec X10). A cache that cannot be read is rebuilt from
-    /// the repository, with a warning; if the rebuilt cache fails too, the index is read
-    /// directly.
+    /// The table is the cache's (synced with the listing of `index/` first), so lookups read
+    /// the disk and memory does not grow with the repository. Without a usable cache (none
+    /// configured, `--no-cache`, or busy in another process, or broken twice), a *scratch*
+    /// cache is built from the index files in a temporary directory (`$TMPDIR`, removed when
+    /// the repository is dropped), so memory stays bounded then too (format-spec/14). Only if
+    /// that fails as well is every index file read into memory. Either way the index remembers
+    /// the listing it was built from, and each entry the index file it came from
+    /// (`Index::check_sources`, format-spec X10).
     pub fn index(&mut self) -> Result<&Index> {
         if self.index.is_none() {
             let remote = list_ids(self.backend.as_ref(), ObjectKind::Index)?;
-            let mut index = None;
+            let mut table = None;
             if let Some(cache) = self.cache.as_mut() {
-                let backend = Arc::clone(&self.backend);
-                let key = self.key.clone();
-                let fetch = &|id: &ObjectId| {
-                    let bytes = get_verified(backend.as_ref(), ObjectKind::Index, id)?;
-                    IndexFile::open(&key, id, &bytes)
-                };
-                for attempt in 0..2 {
-                    match cache.load_table(&remote, fetch) {
-                        Ok((table, _)) => {
-                            index = Some(Index::with_table(table));
-                            break;
-                        }
-                        Err(e) if crate::cache::is_busy(&e) => {
-                            eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
-                            break;
-                        }
-                        Err(e @ (Error::Cache(_) | Error::Io { .. })) if attempt == 0 => {
-                            eprintln!(
-                                "dumpvault: warning: cache {}: {e}; rebuilding it from the repository",
-                                cache.path().display()
-                            );
-                            if let Err(e) = cache.rebuild() {
-                                eprintln!(
-                                    "dumpvault: warning: cache: {e}; reading the index directly"
-                                );
-                                break;
-                            }
-                        }
-                        Err(e @ (Error::Cache(_) | Error::Io { .. })) => {
-                            eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
+                table = load_table(&self.backend, &self.key, cache, &remote, true)?;
             }
-            let mut index = match index {
-                Some(ix) => ix,
+            if table.is_none() {
+                table = self.scratch_table(&remote)?;
+            }
+            let mut index = match table {
+                Some(t) => Index::with_table(t),
                 None => {
                     let mut ix = Index::default();
                     for id in &remote {
@@ -420,6 +439,37 @@ impl Repo {
             self.index = Some(index);
         }
         Ok(self.index.as_ref().expect("loaded above"))
+    }
+
+    /// Build a scratch cache in a new temporary directory and open its table; it becomes this
+    /// repository's cache until it is dropped. `None` (with a warning) if the directory or the
+    /// cache cannot be made.
+    fn scratch_table(&mut self, remote: &[ObjectId]) -> Result<Option<Table>> {
+        let dir = match tempfile::Builder::new()
+            .prefix("dumpvault-index-")
+            .tempdir()
+        {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("dumpvault: warning: cannot create a temporary index ({e}); reading the index into memory");
+                return Ok(None);
+            }
+        };
+        let mut cache = match Cache::open_keyed(dir.path(), &self.config.repo_id, &self.key) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "dumpvault: warning: temporary index: {e}; reading the index into memory"
+                );
+                return Ok(None);
+            }
+        };
+        let table = load_table(&self.backend, &self.key, &mut cache, remote, false)?;
+        if table.is_some() {
+            self.cache = Some(cache);
+            self.scratch = Some(dir);
+        }
+        Ok(table)
     }
 
     /// Forget the loaded index and load it again from the storage's current index files.
@@ -442,7 +492,7 @@ impl Repo {
                 c.path().display()
             );
             if let Err(e) = c.rebuild() {
-                eprintln!("dumpvault: warning: cache: {e}; reading the index directly");
+                eprintln!("dumpvault: warning: cache: {e}; using a temporary one");
                 self.cache = None;
             }
         }

@@ -172,8 +172,9 @@ impl Run {
         HEADER_LEN + 4 * self.fanout.len() as u64
     }
 
-    /// Every entry with chunk ID `id` (usually none or one), appended to `out`.
-    pub fn find(&self, id: &ChunkId, out: &mut Vec<RunEntry>) -> Result<()> {
+    /// Every entry with chunk ID `id` (usually none or one), appended to `out` with its
+    /// position in the run (0-based, in sorted order).
+    pub fn find(&self, id: &ChunkId, out: &mut Vec<(u64, RunEntry)>) -> Result<()> {
         let b = bucket(id, self.bits);
         let start = if b == 0 { 0 } else { self.fanout[b - 1] } as u64;
         let end = self.fanout[b] as u64;
@@ -199,7 +200,7 @@ impl Run {
         while lo < n && key(lo) == &id.0[..] {
             let e = RunEntry::decode(&buf[lo * ENTRY_LEN..(lo + 1) * ENTRY_LEN])
                 .ok_or_else(|| corrupt(&self.path, "malformed entry"))?;
-            out.push(e);
+            out.push((start + lo as u64, e));
             lo += 1;
         }
         Ok(())
@@ -387,7 +388,8 @@ mod tests {
             for i in (0..n).step_by(7) {
                 let mut out = vec![];
                 r.find(&entry(i).id, &mut out).unwrap();
-                assert_eq!(out, vec![entry(i)]);
+                let pos = v.iter().position(|e| *e == entry(i)).unwrap() as u64;
+                assert_eq!(out, vec![(pos, entry(i))]);
             }
             let mut out = vec![];
             r.find(&entry(n + 1).id, &mut out).unwrap();

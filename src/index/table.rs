@@ -108,14 +108,30 @@ impl Table {
 
     /// Where `id` is, from the first live entry whose MAC checks out.
     pub fn lookup(&self, id: &ChunkId) -> Option<Hit> {
+        self.lookup_pos(id).map(|(h, _)| h)
+    }
+
+    /// Entry positions of the open table: `lookup_pos` numbers its entries (live or dead)
+    /// `0..positions()`, in an order fixed while it is open.
+    pub fn positions(&self) -> u64 {
+        self.runs.iter().map(Run::count).sum()
+    }
+
+    /// [`Table::lookup`], with the position of the entry found: the same ID always gives the
+    /// same position, so a bitmap of `positions()` bits can mark chunks (prune, fsck) at one
+    /// bit per entry instead of a set of IDs.
+    pub fn lookup_pos(&self, id: &ChunkId) -> Option<(Hit, u64)> {
         let mut found = Vec::new();
+        let mut base = 0u64;
         for run in &self.runs {
             found.clear();
+            let run_base = base;
+            base += run.count();
             if let Err(e) = run.find(id, &mut found) {
                 self.taint(&e.to_string());
                 continue;
             }
-            for e in &found {
+            for (pos, e) in &found {
                 let Some(file) = self.files.get(&e.file) else {
                     continue; // an index file a prune deleted
                 };
@@ -136,7 +152,7 @@ impl Table {
                     self.taint("an index entry fails its MAC");
                     continue;
                 };
-                return Some(Hit {
+                let hit = Hit {
                     origin: Origin {
                         file: Some(*file),
                         pack: *pack,
@@ -149,7 +165,8 @@ impl Table {
                         stored_len: e.stored_len,
                         id: e.id,
                     },
-                });
+                };
+                return Some((hit, run_base + pos));
             }
         }
         None

@@ -34,17 +34,19 @@
 //! can be adding packs or relying on chunks it deletes. See format-spec/08-locks.md.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, ObjectKind, Result};
 use crate::failpoint;
 use crate::format::index::{IndexFile, IndexPack};
-use crate::format::pack::{BlobEntry, BlobKind};
+use crate::format::pack::BlobKind;
 use crate::format::tree::TreeNode;
-use crate::id::{ChunkId, ObjectId, PackId};
-use crate::index::Index;
+use crate::id::{ObjectId, PackId};
+use crate::index::{Hit, Index, Table};
 use crate::pack::{PackWriter, SealedBlob};
 use crate::repo::{list_ids, Repo};
 
@@ -57,6 +59,8 @@ pub struct PruneOptions {
     /// WAL retention: keep the WAL of only the newest N base backups (default: of every
     /// base backup kept), as pgBackRest's archive retention does.
     pub wal_keep_base_backups: Option<usize>,
+    /// Entries per index file written; 0 means [`INDEX_FILE_ENTRIES`] (tests set it low).
+    pub index_file_entries: usize,
 }
 
 /// The default margin for unindexed packs: twice the lock staleness timeout. A backup that
@@ -70,6 +74,7 @@ impl Default for PruneOptions {
             max_unused: 0.05,
             unindexed_margin: UNINDEXED_MARGIN,
             wal_keep_base_backups: None,
+            index_file_entries: 0,
         }
     }
 }
@@ -107,16 +112,17 @@ pub struct PrunePlan {
     pub bytes_freed_gross: u64,
     /// Bytes copied into new packs by repacking.
     pub bytes_repacked: u64,
+    /// For each repacked pack (same order): the blobs and bytes in use, which the copy must
+    /// find in its header.
     #[serde(skip)]
-    keep: Vec<IndexPack>,
-    #[serde(skip)]
-    to_copy: Vec<(PackId, BlobEntry)>,
-    /// The index records of the repacked packs: listed by the index written before the
-    /// unused packs are deleted, until their blobs are copied out.
-    #[serde(skip)]
-    repack_records: Vec<IndexPack>,
+    repack_used: Vec<Used>,
     #[serde(skip)]
     old_index: Vec<ObjectId>,
+    #[serde(skip)]
+    index_file_entries: usize,
+    /// The mark: the index table the plan was made with, and its reachable entries.
+    #[serde(skip)]
+    marks: Option<Arc<Marks>>,
 }
 
 impl PrunePlan {
@@ -127,6 +133,46 @@ impl PrunePlan {
     }
 }
 
+/// Blobs of a pack that are reachable, and their stored bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Used {
+    blobs: u64,
+    bytes: u64,
+}
+
+/// The reachability mark (issue 14): one bit per entry of the index table, set for the entry
+/// the table resolves each reachable blob to. A table on disk (the cache's, or a scratch one)
+/// plus this bitmap is what bounds prune's memory: about 1 bit and the table's fanout (half a
+/// byte) per index entry, where a set of chunk IDs took ~50 bytes.
+struct Marks {
+    index: Index,
+    bits: Vec<u64>,
+}
+
+impl std::fmt::Debug for Marks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Marks({} bits)", self.bits.len() * 64)
+    }
+}
+
+impl Marks {
+    /// Set the bit of `pos`; whether it was clear.
+    fn set(&mut self, pos: u64) -> bool {
+        let (w, b) = ((pos / 64) as usize, 1u64 << (pos % 64));
+        let was = self.bits[w] & b == 0;
+        self.bits[w] |= b;
+        was
+    }
+
+    fn get(&self, pos: u64) -> bool {
+        self.bits[(pos / 64) as usize] & (1u64 << (pos % 64)) != 0
+    }
+
+    fn table(&self) -> &Table {
+        self.index.table().expect("marks are made over a table")
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneResult {
     pub plan: PrunePlan,
@@ -134,7 +180,11 @@ pub struct PruneResult {
     pub bytes_before: u64,
     pub bytes_after: u64,
     pub new_packs: usize,
+    /// The first index file written (null if none); all of them are in `new_index_files`.
     pub new_index: Option<ObjectId>,
+    /// The index files that replace the old ones (each holds at most
+    /// [`INDEX_FILE_ENTRIES`] entries).
+    pub new_index_files: Vec<ObjectId>,
     pub duration_ms: u64,
     /// Restore-drill records of snapshots that no longer exist, or damaged ones, deleted
     /// (or, with a dry run, that would be).
@@ -144,28 +194,58 @@ pub struct PruneResult {
     pub wal_removed: usize,
 }
 
+/// Entries per index file prune writes: the index of a large repository is written as many
+/// files, so no more than this many entries are ever held at once (the size backup flushes
+/// at).
+pub const INDEX_FILE_ENTRIES: usize = crate::ops::backup::FLUSH_ENTRIES;
+
 fn missing(what: String) -> Error {
     Error::Damaged(format!(
         "prune refused, nothing was deleted: {what}. Run `dumpvault fsck` to see the damage, and `dumpvault repair` to recover"
     ))
 }
 
-/// Compute the plan. The caller holds the exclusive lock.
-pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
-    let backend = repo.backend.as_ref();
+/// What the index files say of a pack: the first record of it wins.
+struct PackStat {
+    len: u64,
+    blobs: u64,
+    stored: u64,
+}
+
+/// Compute the plan. The caller holds the exclusive lock. A cache entry that fails its MAC
+/// makes the plan start again over a rebuilt cache (a miss must not look like damage).
+pub fn plan(repo: &mut Repo, opts: &PruneOptions) -> Result<PrunePlan> {
+    match plan_once(repo, opts)? {
+        Some(p) => Ok(p),
+        None => {
+            repo.drop_tainted_cache();
+            plan_once(repo, opts)?.ok_or_else(|| {
+                Error::Cache("the index table failed its checks twice; run with --no-cache".into())
+            })
+        }
+    }
+}
+
+/// One attempt at [`plan`]; `None` if the index table turned out tainted.
+fn plan_once(repo: &mut Repo, opts: &PruneOptions) -> Result<Option<PrunePlan>> {
+    let backend = Arc::clone(&repo.backend);
     let listed: HashMap<PackId, u64> = backend
         .list(ObjectKind::Pack)?
         .into_iter()
         .filter_map(|(n, s)| crate::repo::parse_name(&n).map(|id| (id, s)))
         .collect();
-    let old_index = list_ids(backend, ObjectKind::Index)?;
-    let mut index = Index::default();
-    let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
+    let old_index = list_ids(backend.as_ref(), ObjectKind::Index)?;
+    // The index files, one at a time: per pack only its length and totals are kept.
+    let mut packs: HashMap<PackId, PackStat> = HashMap::new();
     for id in &old_index {
+        check_interrupted()?;
         let f = repo.read_index_file(id)?;
-        index.add_file(&f);
         for p in f.packs {
-            packs.entry(p.id).or_insert(p);
+            packs.entry(p.id).or_insert_with(|| PackStat {
+                len: p.len,
+                blobs: p.entries.len() as u64,
+                stored: p.entries.iter().map(|e| e.stored_len as u64).sum(),
+            });
         }
     }
     for (pid, p) in &packs {
@@ -185,9 +265,33 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
         }
     }
 
-    // Mark.
-    let snaps = list_ids(backend, ObjectKind::Snapshot)?;
-    let mut reachable: HashSet<ChunkId> = HashSet::new();
+    // Mark, over the index table (synced with the listing just taken, under our lock).
+    repo.index = None;
+    repo.index()?;
+    let index = repo.index.take().expect("loaded above");
+    if index.table().is_none() {
+        return Err(Error::Cache(
+            "prune needs an index table on disk, and neither the cache nor a temporary directory could hold one".into(),
+        ));
+    }
+    let positions = index.table().map_or(0, Table::positions);
+    let mut marks = Marks {
+        index,
+        bits: vec![0u64; positions.div_ceil(64) as usize],
+    };
+    let mut used: HashMap<PackId, Used> = HashMap::new();
+    let mut reachable = 0usize;
+    let mut account = |marks: &mut Marks, hit: &Hit, pos: u64| -> bool {
+        if !marks.set(pos) {
+            return false;
+        }
+        reachable += 1;
+        let u = used.entry(hit.origin.pack).or_default();
+        u.blobs += 1;
+        u.bytes += hit.entry.stored_len as u64;
+        true
+    };
+    let snaps = list_ids(backend.as_ref(), ObjectKind::Snapshot)?;
     for sid in &snaps {
         // Nothing is written while planning: a signal here stops prune with nothing changed.
         check_interrupted()?;
@@ -195,35 +299,54 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
         for st in &s.streams {
             let mut stack = vec![st.root];
             while let Some(id) = stack.pop() {
-                if !reachable.insert(id) {
-                    continue; // a shared subtree already walked
-                }
-                let Some((_, e)) = index.get(&id) else {
+                let Some((hit, pos)) = marks.table().lookup_pos(&id) else {
+                    if marks.table().is_tainted() {
+                        return Ok(None);
+                    }
                     return Err(missing(format!(
                         "blob {id} needed by snapshot {sid} is not in the index"
                     )));
                 };
-                if e.kind == BlobKind::Tree {
-                    let node = TreeNode::decode(&repo.read_blob(&index, &id)?).map_err(|d| {
-                        Error::CorruptBlob {
-                            chunk: id.to_hex(),
-                            pack: "-".into(),
-                            detail: d,
+                if !account(&mut marks, &hit, pos) || hit.entry.kind != BlobKind::Tree {
+                    continue; // a shared subtree already walked, or a data blob
+                }
+                let node = TreeNode::decode(&repo.read_blob(&marks.index, &id)?).map_err(|d| {
+                    Error::CorruptBlob {
+                        chunk: id.to_hex(),
+                        pack: "-".into(),
+                        detail: d,
+                    }
+                })?;
+                if node.level > 0 {
+                    stack.extend(node.entries.iter().map(|c| c.id));
+                    continue;
+                }
+                // A leaf's chunks: look them up on both cores (each lookup reads the disk).
+                let table = marks.table();
+                let hits: Vec<Option<(Hit, u64)>> = node
+                    .entries
+                    .par_iter()
+                    .map(|c| table.lookup_pos(&c.id))
+                    .collect();
+                for (c, h) in node.entries.iter().zip(hits) {
+                    match h {
+                        Some((hit, pos)) => {
+                            account(&mut marks, &hit, pos);
                         }
-                    })?;
-                    for c in node.entries {
-                        if node.level > 0 {
-                            stack.push(c.id);
-                        } else if reachable.insert(c.id) && !index.contains(&c.id) {
+                        None if marks.table().is_tainted() => return Ok(None),
+                        None => {
                             return Err(missing(format!(
                                 "chunk {} needed by snapshot {sid} is not in the index",
                                 c.id
-                            )));
+                            )))
                         }
                     }
                 }
             }
         }
+    }
+    if marks.table().is_tainted() {
+        return Ok(None);
     }
 
     // Classify packs.
@@ -232,8 +355,12 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
         index_files: old_index.len(),
         packs: listed.len(),
         pack_bytes: listed.values().sum(),
-        reachable_blobs: reachable.len(),
+        reachable_blobs: reachable,
         old_index,
+        index_file_entries: match opts.index_file_entries {
+            0 => INDEX_FILE_ENTRIES,
+            n => n,
+        },
         ..Default::default()
     };
     plan.unindexed_margin_secs = opts.unindexed_margin.as_secs();
@@ -269,37 +396,27 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
             continue;
         };
         // A blob counts as used here only if the index resolves it to this pack.
-        let used: Vec<&BlobEntry> = p
-            .entries
-            .iter()
-            .filter(|e| {
-                reachable.contains(&e.id) && index.get(&e.id).is_some_and(|(at, _)| at == *pid)
-            })
-            .collect();
-        let used_bytes: u64 = used.iter().map(|e| e.stored_len as u64).sum();
+        let u = used.get(pid).copied().unwrap_or_default();
         // What a repack would free: the unused blobs and their header entries. The pack's own
         // overhead (sealed header, trailer, the used blobs' entries) is not waste: counting it
         // made a pack of many small blobs (a base backup's pages: ~48 bytes of entry per ~0.9
         // KiB blob) look over `max_unused` and be repacked by every prune, whole.
-        let unused_bytes: u64 = p.entries.len().saturating_sub(used.len()) as u64
-            * crate::format::pack::ENTRY_LEN as u64
-            + p.entries.iter().map(|e| e.stored_len as u64).sum::<u64>()
-            - used_bytes;
-        if used.is_empty() {
+        let unused_bytes = p.blobs.saturating_sub(u.blobs) * crate::format::pack::ENTRY_LEN as u64
+            + p.stored.saturating_sub(u.bytes);
+        if u.blobs == 0 {
             plan.delete_packs.push(*pid);
             plan.bytes_freed_gross += len;
         } else if unused_bytes as f64 > opts.max_unused * len as f64 {
             plan.repack_packs.push(*pid);
+            plan.repack_used.push(u);
             plan.bytes_freed_gross += len;
-            plan.bytes_repacked += used_bytes;
-            plan.to_copy.extend(used.into_iter().map(|e| (*pid, *e)));
-            plan.repack_records.push(p.clone());
+            plan.bytes_repacked += u.bytes;
         } else {
             plan.keep_packs += 1;
-            plan.keep.push(p.clone());
         }
     }
-    Ok(plan)
+    plan.marks = Some(Arc::new(marks));
+    Ok(Some(plan))
 }
 
 /// "Now" for the margin: the earlier of this host's clock and the newest lock object's
@@ -378,44 +495,84 @@ fn delete_packs<'a>(repo: &Repo, packs: impl Iterator<Item = &'a PackId>) -> Res
     Ok(())
 }
 
-/// Write the index file that replaces `old` (none if no pack remains), then delete `old`.
+/// Write the index files that replace `old`, then delete `old`. The new files hold the pack
+/// records of `old` that `keep` accepts (the first record of each pack, read one old file at
+/// a time), then `extra`, at most `limit` entries a file (unless one pack has more), each naming all of
+/// `old` as superseded. Until the last old file is deleted, a pack may be listed twice, which
+/// readers allow (the first record wins).
 fn replace_index(
     repo: &mut Repo,
     old: &[ObjectId],
-    packs: Vec<IndexPack>,
+    keep: &dyn Fn(&PackId) -> bool,
+    extra: Vec<IndexPack>,
+    limit: usize,
     after_write: &str,
     after_delete: &str,
-) -> Result<Option<ObjectId>> {
+) -> Result<Vec<ObjectId>> {
     check_interrupted()?;
-    let new_index = if packs.is_empty() {
-        None
-    } else {
-        Some(repo.write_index_file(&IndexFile {
+    let mut written: Vec<ObjectId> = Vec::new();
+    let mut batch: Vec<IndexPack> = Vec::new();
+    let mut entries = 0usize;
+    let mut flush = |repo: &mut Repo, batch: &mut Vec<IndexPack>, entries: &mut usize| {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let id = repo.write_index_file(&IndexFile {
             superseded: old.to_vec(),
-            packs,
-        })?)
+            packs: std::mem::take(batch),
+        })?;
+        *entries = 0;
+        written.push(id);
+        Ok::<(), Error>(())
     };
+    let mut seen: HashSet<PackId> = HashSet::new();
+    for id in old {
+        check_interrupted()?;
+        for p in repo.read_index_file(id)?.packs {
+            if !keep(&p.id) || !seen.insert(p.id) {
+                continue;
+            }
+            if entries > 0 && entries + p.entries.len() > limit {
+                flush(repo, &mut batch, &mut entries)?;
+            }
+            entries += p.entries.len();
+            batch.push(p);
+        }
+    }
+    for p in extra {
+        if entries > 0 && entries + p.entries.len() > limit {
+            flush(repo, &mut batch, &mut entries)?;
+        }
+        entries += p.entries.len();
+        batch.push(p);
+    }
+    flush(repo, &mut batch, &mut entries)?;
     failpoint::hit(after_write);
     pause_point(after_write);
     for id in old {
-        if Some(*id) != new_index {
+        if !written.contains(id) {
             check_interrupted()?;
             delete_if_present(repo, ObjectKind::Index, id)?;
         }
     }
     failpoint::hit(after_delete);
     pause_point(after_delete);
-    Ok(new_index)
+    Ok(written)
 }
 
-/// Carry out a plan. The caller holds the exclusive lock taken before planning.
-pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<ObjectId>)> {
-    let backend = std::sync::Arc::clone(&repo.backend);
+/// Carry out a plan. The caller holds the exclusive lock taken before planning. Returns the
+/// number of packs written and the index files that replace the old ones.
+pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Vec<ObjectId>)> {
+    let backend = Arc::clone(&repo.backend);
     // The stored index changes from here on: drop the loaded copy first, so that a failure
     // part-way cannot leave this `Repo` deduplicating against packs it has deleted.
     repo.index = None;
     pause_point("prune:planned");
     check_interrupted()?;
+    let marks = plan
+        .marks
+        .clone()
+        .ok_or_else(|| Error::InvalidInput("a prune plan without its mark".into()))?;
 
     // 1. Unindexed packs: nothing refers to them, so they go first, before anything is
     //    written (on a full disk this is the only step that needs no space).
@@ -426,18 +583,19 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
     // 2. Wholly unused packs: first an index without them (they hold no kept blob, so it
     //    loses nothing), then they go. This frees their space before repacking needs any.
     let mut current = plan.old_index.clone();
-    let mut new_index = None;
+    let mut new_index = Vec::new();
     if !plan.delete_packs.is_empty() {
-        let mut packs = plan.keep.clone();
-        packs.extend(plan.repack_records.iter().cloned());
+        let gone: HashSet<&PackId> = plan.delete_packs.iter().collect();
         new_index = replace_index(
             repo,
             &current,
-            packs,
+            &|p| !gone.contains(p),
+            Vec::new(),
+            plan.index_file_entries,
             "prune:after-free-index",
             "prune:after-free-index-delete",
         )?;
-        current = new_index.into_iter().collect();
+        current = new_index.clone();
         delete_packs(repo, plan.delete_packs.iter())?;
     }
     if plan.repack_packs.is_empty() {
@@ -446,7 +604,8 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
     }
 
     // 3. Repack: copy the sealed blobs as they are (the AEAD binds kind and chunk ID, not the
-    //    pack), after verifying each one so damage is never propagated.
+    //    pack), after verifying each one so damage is never propagated. A pack's used blobs
+    //    are those of its (authenticated) header that the mark resolved to it.
     let mut new_packs: Vec<IndexPack> = Vec::new();
     let mut writer = PackWriter::new(repo.config.pack_target);
     let flush = |w: &mut PackWriter, out: &mut Vec<IndexPack>| -> Result<()> {
@@ -459,24 +618,35 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
         pause_point("prune:new-pack");
         Ok(())
     };
-    let mut by_pack: Vec<(PackId, Vec<BlobEntry>)> = Vec::new();
-    for (pid, e) in &plan.to_copy {
-        match by_pack.last_mut() {
-            Some((p, v)) if p == pid => v.push(*e),
-            _ => by_pack.push((*pid, vec![*e])),
-        }
-    }
-    for (pid, entries) in by_pack {
+    let table = marks.table();
+    for (pid, want) in plan.repack_packs.iter().zip(&plan.repack_used) {
         // Between repacked packs: what was stored so far is unindexed, which is harmless.
         check_interrupted()?;
         let bytes = backend.get(ObjectKind::Pack, &pid.to_hex())?;
-        for e in entries {
+        let header = crate::pack::read_header(&repo.key, pid, bytes.len() as u64, |o, l| {
+            bytes
+                .get(o as usize..(o + l) as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| {
+                    Error::corrupt(ObjectKind::Pack, pid, "shorter than its header says")
+                })
+        })?;
+        let keep: Vec<_> = header
+            .par_iter()
+            .map(|e| {
+                table.lookup_pos(&e.id).is_some_and(|(h, pos)| {
+                    h.origin.pack == *pid && h.entry.offset == e.offset && marks.get(pos)
+                })
+            })
+            .collect();
+        let mut got = Used::default();
+        for (e, _) in header.iter().zip(keep).filter(|(_, k)| *k) {
             let sealed = bytes
                 .get(e.offset as usize..e.end() as usize)
                 .ok_or_else(|| {
                     Error::corrupt(ObjectKind::Pack, pid, "shorter than its index says")
                 })?;
-            crate::pack::open_blob(&repo.key, &pid, &e, sealed)?;
+            crate::pack::open_blob(&repo.key, pid, e, sealed)?;
             if writer.would_overflow(sealed.len()) {
                 flush(&mut writer, &mut new_packs)?;
             }
@@ -487,25 +657,37 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Option<Objec
                 raw_len: e.raw_len,
                 bytes: sealed.to_vec(),
             });
+            got.blobs += 1;
+            got.bytes += e.stored_len as u64;
+        }
+        if got != *want {
+            // The header does not hold what the index says: copy nothing more, delete nothing
+            // (the packs written so far are unindexed, and the next prune removes them).
+            return Err(missing(format!(
+                "pack {pid}'s header holds {} of the {} blobs in use the index names there",
+                got.blobs, want.blobs
+            )));
         }
     }
     flush(&mut writer, &mut new_packs)?;
     failpoint::hit("prune:after-repack");
     pause_point("prune:after-repack");
 
-    // 4. One index describing everything that stays, then the repacked packs go.
-    let mut packs = plan.keep.clone();
-    packs.extend(new_packs.iter().cloned());
+    // 4. Index files describing everything that stays, then the repacked packs go.
+    let n_new = new_packs.len();
+    let repacked: HashSet<&PackId> = plan.repack_packs.iter().collect();
     let new_index = replace_index(
         repo,
         &current,
-        packs,
+        &|p| !repacked.contains(p),
+        new_packs,
+        plan.index_file_entries,
         "prune:after-index",
         "prune:after-index-delete",
     )?;
     delete_packs(repo, plan.repack_packs.iter())?;
     repo.index = None;
-    Ok((new_packs.len(), new_index))
+    Ok((n_new, new_index))
 }
 
 fn delete_if_present(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> Result<()> {
@@ -536,6 +718,7 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
             bytes_before,
             new_packs: 0,
             new_index: None,
+            new_index_files: Vec::new(),
             duration_ms: started.elapsed().as_millis() as u64,
             verifications_removed: orphans.len(),
             wal_removed,
@@ -548,7 +731,7 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
             "prune's lock was removed or went stale while planning; nothing was deleted".into(),
         ));
     }
-    let (new_packs, new_index) = execute(repo, &plan)?;
+    let (new_packs, new_index_files) = execute(repo, &plan)?;
     let bytes_after = repo
         .backend
         .list(ObjectKind::Pack)?
@@ -561,7 +744,8 @@ pub fn prune(repo: &mut Repo, opts: &PruneOptions, dry_run: bool) -> Result<Prun
         bytes_before,
         bytes_after,
         new_packs,
-        new_index,
+        new_index: new_index_files.first().copied(),
+        new_index_files,
         duration_ms: started.elapsed().as_millis() as u64,
         verifications_removed: orphans.len(),
         wal_removed,

@@ -542,7 +542,7 @@ mod full_disk {
             unindexed_margin: std::time::Duration::ZERO,
             ..Default::default()
         };
-        let plan = prune::plan(&open(Arc::clone(&inner)), &strict).unwrap();
+        let plan = prune::plan(&mut open(Arc::clone(&inner)), &strict).unwrap();
         let delete: BTreeSet<PackId> = plan.delete_packs.iter().copied().collect();
         let repack: BTreeSet<PackId> = plan.repack_packs.iter().copied().collect();
         assert_eq!(
@@ -594,6 +594,83 @@ mod full_disk {
         assert!(packs(inner.as_ref()).is_disjoint(&repack));
         assert_eq!(no_damage(Arc::clone(&inner), "after the second prune"), 0);
         restores(inner, &b_id, &b, "after the second prune");
+    }
+
+    /// Issue 14: prune writes the index of what stays as many files of bounded size (so no
+    /// process holds a whole large index), reading the old ones one at a time. Here at most
+    /// 20 entries a file (fewer than a pack holds, so each pack gets a file): the kept and repacked packs are spread over several files, the old
+    /// files are gone, nothing is damaged, the kept snapshot restores, and a second prune
+    /// finds nothing to do.
+    #[test]
+    fn prune_writes_the_index_as_bounded_files() {
+        let mem = Arc::new(MemoryBackend::default());
+        let inner: Arc<dyn Backend> = mem.clone();
+        let init = InitOptions {
+            kdf: KdfParams::FLOOR,
+            pack_target: 1024 * 1024,
+            ..Default::default()
+        };
+        drop(Repo::init(Arc::clone(&inner), PW, &init).unwrap());
+        let mut repo = open(Arc::clone(&inner));
+        let mut a = sql_like(15_000, 51);
+        a.extend_from_slice(&noise(1_500_000, 52));
+        let mut b = a[..a.len() / 2].to_vec();
+        b.extend_from_slice(&noise(400_000, 53));
+        let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
+        let rb = backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
+        drop(repo);
+        inner
+            .delete(ObjectKind::Snapshot, &ra.snapshot_id.to_hex())
+            .unwrap();
+        let old: BTreeSet<String> = inner
+            .list(ObjectKind::Index)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let limit = 20;
+        let strict = PruneOptions {
+            max_unused: 0.0,
+            index_file_entries: limit,
+            ..Default::default()
+        };
+        let r = prune::prune(&mut open(Arc::clone(&inner)), &strict, false).unwrap();
+        assert!(
+            !r.plan.delete_packs.is_empty() && !r.plan.repack_packs.is_empty(),
+            "{:?}",
+            r.plan
+        );
+        assert!(r.new_index_files.len() >= 2, "{:?}", r.new_index_files);
+        assert_eq!(r.new_index, r.new_index_files.first().copied());
+        let now: BTreeSet<String> = inner
+            .list(ObjectKind::Index)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(now.is_disjoint(&old), "old index files deleted");
+        let want: BTreeSet<String> = r.new_index_files.iter().map(|i| i.to_hex()).collect();
+        assert_eq!(now, want);
+        let repo = open(Arc::clone(&inner));
+        let mut seen = BTreeSet::new();
+        for id in &r.new_index_files {
+            let f = repo.read_index_file(id).unwrap();
+            let n: usize = f.packs.iter().map(|p| p.entries.len()).sum();
+            let biggest = f.packs.iter().map(|p| p.entries.len()).max().unwrap();
+            assert!(n <= limit.max(biggest), "{n} entries in {id}");
+            for p in &f.packs {
+                assert!(seen.insert(p.id), "pack {} listed twice", p.id);
+            }
+        }
+        assert_eq!(no_damage(Arc::clone(&inner), "after prune"), 0);
+        restores(
+            Arc::clone(&inner),
+            &rb.snapshot_id.to_hex(),
+            &b,
+            "after prune",
+        );
+        let again = prune::prune(&mut open(Arc::clone(&inner)), &strict, false).unwrap();
+        assert!(again.plan.is_noop(), "{:?}", again.plan);
     }
 }
 
