@@ -441,26 +441,26 @@ impl Repo {
         Ok(self.index.as_ref().expect("loaded above"))
     }
 
+    /// An empty cache of this repository in a new temporary directory (`$TMPDIR`,
+    /// `dumpvault-index-*`, mode 0700), deleted when the directory is dropped
+    /// (format-spec/14, "Scratch caches").
+    pub fn scratch_cache(&self) -> Result<(tempfile::TempDir, Cache)> {
+        let dir = tempfile::Builder::new()
+            .prefix("dumpvault-index-")
+            .tempdir()
+            .map_err(|e| Error::io("create a temporary index directory", e))?;
+        let cache = Cache::open_keyed(dir.path(), &self.config.repo_id, &self.key)?;
+        Ok((dir, cache))
+    }
+
     /// Build a scratch cache in a new temporary directory and open its table; it becomes this
     /// repository's cache until it is dropped. `None` (with a warning) if the directory or the
     /// cache cannot be made.
     fn scratch_table(&mut self, remote: &[ObjectId]) -> Result<Option<Table>> {
-        let dir = match tempfile::Builder::new()
-            .prefix("dumpvault-index-")
-            .tempdir()
-        {
-            Ok(d) => d,
+        let (dir, mut cache) = match self.scratch_cache() {
+            Ok(x) => x,
             Err(e) => {
-                eprintln!("dumpvault: warning: cannot create a temporary index ({e}); reading the index into memory");
-                return Ok(None);
-            }
-        };
-        let mut cache = match Cache::open_keyed(dir.path(), &self.config.repo_id, &self.key) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "dumpvault: warning: temporary index: {e}; reading the index into memory"
-                );
+                eprintln!("dumpvault: warning: {e}; reading the index into memory");
                 return Ok(None);
             }
         };

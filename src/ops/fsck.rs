@@ -240,33 +240,69 @@ fn affected(s: &SnapshotEntry) -> Affected {
     }
 }
 
-/// What the structure pass learned about each snapshot's chunk lists.
+/// What a walk of the snapshots learned about their chunk lists.
 #[derive(Default)]
 struct Walk {
-    /// pack → indexes (into the snapshot list) of snapshots that read from it
-    pack_users: HashMap<PackId, BTreeSet<usize>>,
     /// chunks that a snapshot needs and the repository cannot provide → snapshot indexes
     missing: HashMap<ChunkId, (String, BTreeSet<usize>)>,
-    referenced: HashSet<ChunkId>,
-    /// Snapshots whose walk stopped at a tree blob it could not read: what lies below is not
-    /// in `referenced`, so `referenced` is incomplete.
+    /// Snapshots whose walk stopped at a tree blob it could not read (what lies below was not
+    /// seen).
     cut: BTreeSet<usize>,
+    /// For the watched packs only: the snapshots that read from each.
+    pack_users: HashMap<PackId, BTreeSet<usize>>,
+    /// For the watched chunks only: the snapshots that need each.
+    chunk_users: HashMap<ChunkId, BTreeSet<usize>>,
 }
 
-/// Walk one stream's tree, recording every chunk's pack and every problem, without stopping
-/// at the first one. Tree blobs are read and verified; data chunks are only looked up.
-fn walk_stream(
-    repo: &Repo,
-    index: &Index,
-    present: &dyn Fn(&PackId) -> bool,
-    root: &ChunkId,
-    size: u64,
-    snap: usize,
-    w: &mut Walk,
-) -> Result<()> {
-    let mut stack: Vec<(ChunkId, Option<u8>, u64)> = vec![(*root, None, size)];
-    while let Some((id, level, len)) = stack.pop() {
-        w.referenced.insert(id);
+/// How to walk. The *marking* walk (`marks` given) sets the bit of every entry it reaches and
+/// does not walk a subtree whose root is already marked: each tree blob is read once however
+/// many snapshots share it, and memory is one bit per index entry (issue 14). It attributes a
+/// problem only to the first snapshot that meets it, so when it finds any, fsck walks again
+/// without marks (every snapshot whole) to name all the snapshots affected.
+struct WalkCtx<'a> {
+    repo: &'a Repo,
+    index: &'a Index,
+    present: &'a dyn Fn(&PackId) -> bool,
+    watch_packs: &'a HashSet<PackId>,
+    watch_chunks: &'a HashSet<ChunkId>,
+}
+
+/// One bit per index-table position.
+struct Marks(Vec<u64>);
+
+impl Marks {
+    fn new(positions: u64) -> Marks {
+        Marks(vec![0; positions.div_ceil(64) as usize])
+    }
+    /// Set the bit; whether it was clear.
+    fn set(&mut self, pos: u64) -> bool {
+        let (w, b) = ((pos / 64) as usize, 1u64 << (pos % 64));
+        let was = self.0[w] & b == 0;
+        self.0[w] |= b;
+        was
+    }
+    fn get(&self, pos: u64) -> bool {
+        self.0[(pos / 64) as usize] & (1u64 << (pos % 64)) != 0
+    }
+}
+
+impl WalkCtx<'_> {
+    fn locate(&self, id: &ChunkId) -> Option<(PackId, BlobEntry, u64)> {
+        let t = self.index.table().expect("fsck's index is a table");
+        t.lookup_pos(id)
+            .map(|(h, pos)| (h.origin.pack, h.entry, pos))
+    }
+
+    /// Walk one stream's tree, recording every problem without stopping at the first one.
+    /// Tree blobs are read and verified; data chunks are only looked up.
+    fn walk_stream(
+        &self,
+        root: &ChunkId,
+        size: u64,
+        snap: usize,
+        w: &mut Walk,
+        mut marks: Option<&mut Marks>,
+    ) -> Result<()> {
         let miss = |w: &mut Walk, id: ChunkId, why: String| {
             w.missing
                 .entry(id)
@@ -274,84 +310,127 @@ fn walk_stream(
                 .1
                 .insert(snap);
         };
-        let Some((pack, entry)) = index.get(&id) else {
-            miss(w, id, "not in any index".into());
-            w.cut.insert(snap);
-            continue;
-        };
-        w.pack_users.entry(pack).or_default().insert(snap);
-        if !present(&pack) {
-            miss(w, id, format!("its pack {pack} is missing or damaged"));
-            w.cut.insert(snap);
-            continue;
-        }
-        let node = match repo.read_blob(index, &id) {
-            Ok(p) if entry.kind == BlobKind::Tree => TreeNode::decode(&p),
-            Ok(_) => Err("is a data blob where a tree blob was expected".to_string()),
-            Err(e) if incomplete(&e) => return Err(e),
-            Err(e) => Err(e.to_string()),
-        };
-        let node = match node {
-            Ok(n) if level.is_some_and(|l| l != n.level) => Err(format!(
-                "tree level {} where {level:?} was expected",
-                n.level
-            )),
-            Ok(n) if n.total_len() != Some(len) => Err(format!(
-                "tree covers {:?} bytes, expected {len}",
-                n.total_len()
-            )),
-            other => other,
-        };
-        let node = match node {
-            Ok(n) => n,
-            Err(why) => {
-                miss(w, id, format!("unreadable tree blob: {why}"));
+        let mut stack: Vec<(ChunkId, Option<u8>, u64)> = vec![(*root, None, size)];
+        while let Some((id, level, len)) = stack.pop() {
+            if self.watch_chunks.contains(&id) {
+                w.chunk_users.entry(id).or_default().insert(snap);
+            }
+            let Some((pack, entry, pos)) = self.locate(&id) else {
+                miss(w, id, "not in any index".into());
+                w.cut.insert(snap);
+                continue;
+            };
+            if let Some(m) = marks.as_deref_mut() {
+                if !m.set(pos) {
+                    continue; // this subtree was walked already
+                }
+            }
+            if self.watch_packs.contains(&pack) {
+                w.pack_users.entry(pack).or_default().insert(snap);
+            }
+            if !(self.present)(&pack) {
+                miss(w, id, format!("its pack {pack} is missing or damaged"));
                 w.cut.insert(snap);
                 continue;
             }
-        };
-        for e in node.entries.iter().rev() {
+            let node = match self.repo.read_blob(self.index, &id) {
+                Ok(p) if entry.kind == BlobKind::Tree => TreeNode::decode(&p),
+                Ok(_) => Err("is a data blob where a tree blob was expected".to_string()),
+                Err(e) if incomplete(&e) => return Err(e),
+                Err(e) => Err(e.to_string()),
+            };
+            let node = match node {
+                Ok(n) if level.is_some_and(|l| l != n.level) => Err(format!(
+                    "tree level {} where {level:?} was expected",
+                    n.level
+                )),
+                Ok(n) if n.total_len() != Some(len) => Err(format!(
+                    "tree covers {:?} bytes, expected {len}",
+                    n.total_len()
+                )),
+                other => other,
+            };
+            let node = match node {
+                Ok(n) => n,
+                Err(why) => {
+                    miss(w, id, format!("unreadable tree blob: {why}"));
+                    w.cut.insert(snap);
+                    continue;
+                }
+            };
             if node.level > 0 {
-                stack.push((e.id, Some(node.level - 1), e.len));
+                for e in node.entries.iter().rev() {
+                    stack.push((e.id, Some(node.level - 1), e.len));
+                }
                 continue;
             }
-            w.referenced.insert(e.id);
-            match index.get(&e.id) {
-                None => miss(w, e.id, "not in any index".into()),
-                Some((p, be)) => {
-                    w.pack_users.entry(p).or_default().insert(snap);
-                    if be.kind != BlobKind::Data || be.raw_len as u64 != e.len {
-                        miss(w, e.id, "index entry disagrees with the chunk list".into());
-                    } else if !present(&p) {
-                        miss(w, e.id, format!("its pack {p} is missing or damaged"));
+            // A leaf's chunks: looked up on both cores (each lookup reads the disk).
+            let t = self.index.table().expect("fsck's index is a table");
+            let found: Vec<_> = node
+                .entries
+                .par_iter()
+                .map(|e| {
+                    t.lookup_pos(&e.id)
+                        .map(|(h, pos)| (h.origin.pack, h.entry, pos))
+                })
+                .collect();
+            for (e, f) in node.entries.iter().zip(found) {
+                if self.watch_chunks.contains(&e.id) {
+                    w.chunk_users.entry(e.id).or_default().insert(snap);
+                }
+                match f {
+                    None => miss(w, e.id, "not in any index".into()),
+                    Some((p, be, pos)) => {
+                        if let Some(m) = marks.as_deref_mut() {
+                            m.set(pos);
+                        }
+                        if self.watch_packs.contains(&p) {
+                            w.pack_users.entry(p).or_default().insert(snap);
+                        }
+                        if be.kind != BlobKind::Data || be.raw_len as u64 != e.len {
+                            miss(w, e.id, "index entry disagrees with the chunk list".into());
+                        } else if !(self.present)(&p) {
+                            miss(w, e.id, format!("its pack {p} is missing or damaged"));
+                        }
                     }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// Walk every snapshot (with `marks`: each shared subtree once).
+    fn walk_all(
+        &self,
+        snaps: &[SnapshotEntry],
+        mut marks: Option<&mut Marks>,
+        progress: ProgressFn<'_>,
+    ) -> Result<Walk> {
+        let mut w = Walk::default();
+        for (i, s) in snaps.iter().enumerate() {
+            check_interrupted()?;
+            progress("snapshots", i as u64, snaps.len() as u64);
+            for st in &s.snapshot.streams {
+                self.walk_stream(&st.root, st.size, i, &mut w, marks.as_deref_mut())?;
+            }
+        }
+        Ok(w)
+    }
 }
 
-/// Snapshots (indexes) whose streams need any chunk in `bad`; walks only the candidates.
-fn snapshots_needing(
-    repo: &Repo,
-    index: &Index,
-    snaps: &[SnapshotEntry],
-    candidates: &BTreeSet<usize>,
-    bad: &HashSet<ChunkId>,
-) -> BTreeSet<usize> {
-    let mut out = BTreeSet::new();
-    for &i in candidates {
-        let mut w = Walk::default();
-        for s in &snaps[i].snapshot.streams {
-            // Already checked once; an error here only narrows the attribution.
-            let _ = walk_stream(repo, index, &|_| true, &s.root, s.size, i, &mut w);
-        }
-        if w.referenced.iter().any(|c| bad.contains(c)) {
-            out.insert(i);
-        }
+/// What an index file says of a pack (the first record of it wins): its length and a digest
+/// of its entries as encoded, which `--read-data` compares with the pack's own header.
+struct PackRec {
+    len: u64,
+    entries: [u8; 32],
+}
+
+fn entries_digest(entries: &[BlobEntry]) -> [u8; 32] {
+    let mut b = Vec::with_capacity(entries.len() * crate::format::pack::ENTRY_LEN);
+    for e in entries {
+        e.encode_into(&mut b);
     }
-    out
+    *blake3::hash(&b).as_bytes()
 }
 
 /// How many times fsck checks again when the index changed under it (a concurrent prune).
@@ -409,33 +488,39 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
     let listed: HashMap<PackId, u64> = list_packs(backend.as_ref(), &mut r)?;
     r.counts.packs = listed.len();
 
-    // Index files, read directly: the cache is not evidence.
-    let mut index = Index::default();
-    let mut indexed: HashMap<PackId, (u64, Vec<BlobEntry>)> = HashMap::new();
-    let mut chunk_packs: HashMap<ChunkId, std::collections::BTreeMap<PackId, u64>> = HashMap::new();
-    for id in list_ids(backend.as_ref(), ObjectKind::Index)? {
-        r.counts.index_files += 1;
-        match repo.read_index_file(&id) {
-            Ok(f) => {
-                index.add_file(&f);
-                for p in f.packs {
-                    for e in &p.entries {
-                        chunk_packs
-                            .entry(e.id)
-                            .or_default()
-                            .insert(p.id, e.stored_len as u64);
-                    }
-                    indexed.entry(p.id).or_insert((p.len, p.entries));
-                }
+    // Index files, read directly (the cache is not evidence), one at a time, into a scratch
+    // table of run files: memory stays bounded however large the index (format-spec/14).
+    let index_ids = list_ids(backend.as_ref(), ObjectKind::Index)?;
+    r.counts.index_files = index_ids.len();
+    let (_scratch_dir, mut scratch) = repo.scratch_cache()?;
+    let indexed: std::cell::RefCell<HashMap<PackId, PackRec>> = Default::default();
+    let index_problems: std::cell::RefCell<Vec<(ObjectId, String)>> = Default::default();
+    let (table, _) = scratch.load_table(&index_ids, |id| match repo.read_index_file(id) {
+        Ok(f) => {
+            let mut ix = indexed.borrow_mut();
+            for p in &f.packs {
+                ix.entry(p.id).or_insert_with(|| PackRec {
+                    len: p.len,
+                    entries: entries_digest(&p.entries),
+                });
             }
-            Err(e) if incomplete(&e) => return Err(e),
-            Err(e) => {
-                r.add(Severity::Damage, "index", id, "corrupt", e.to_string());
-            }
+            Ok(f)
         }
+        Err(e) if incomplete(&e) => Err(e),
+        Err(e) => {
+            index_problems.borrow_mut().push((*id, e.to_string()));
+            Ok(crate::format::index::IndexFile::default())
+        }
+    })?;
+    drop(scratch);
+    let indexed = indexed.into_inner();
+    for (id, e) in index_problems.into_inner() {
+        r.add(Severity::Damage, "index", id, "corrupt", e);
     }
+    let index = Index::with_table(table);
+    let table = index.table().expect("made above");
     let mut bad_packs: HashMap<PackId, usize> = HashMap::new();
-    for (pid, (len, _)) in &indexed {
+    for (pid, PackRec { len, .. }) in &indexed {
         match listed.get(pid) {
             None => {
                 let i = r.add(
@@ -460,35 +545,6 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
             Some(_) => {}
         }
     }
-    // One problem for all duplicates: two concurrent backups of the same data store
-    // thousands of chunks twice, which is harmless and must not bury the real findings.
-    let mut duplicates: Vec<Duplicate> = chunk_packs
-        .iter()
-        .filter(|(_, ps)| ps.len() > 1)
-        .map(|(c, ps)| Duplicate {
-            chunk: c.to_hex(),
-            packs: ps.keys().map(|p| p.to_hex()).collect(),
-            extra_bytes: ps.values().skip(1).sum(),
-        })
-        .collect();
-    if !duplicates.is_empty() {
-        duplicates.sort_by(|a, b| a.chunk.cmp(&b.chunk));
-        let bytes: u64 = duplicates.iter().map(|d| d.extra_bytes).sum();
-        let packs: BTreeSet<&String> = duplicates.iter().flat_map(|d| &d.packs).collect();
-        let i = r.add(
-            Severity::Warning,
-            "chunk",
-            "-",
-            "duplicate",
-            format!(
-                "{} chunks are stored in more than one pack ({} packs, {bytes} bytes of extra copies); prune drops the extra copies when it deletes or repacks the packs holding them",
-                duplicates.len(),
-                packs.len()
-            ),
-        );
-        r.problems[i].duplicates = duplicates;
-    }
-
     // Snapshots and their trees.
     let mut snaps = Vec::new();
     // Snapshots that could not be read: their chunks are not counted as referenced.
@@ -515,17 +571,84 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
     snaps.sort_by_key(|s| (s.snapshot.time, s.id));
     r.counts.snapshots = snaps.len();
     check_verifications(repo, &mut r)?;
-    let mut walk = Walk::default();
-    {
-        let present = |p: &PackId| !bad_packs.contains_key(p);
-        for (i, s) in snaps.iter().enumerate() {
-            check_interrupted()?;
-            progress("snapshots", i as u64, snaps.len() as u64);
-            for st in &s.snapshot.streams {
-                walk_stream(repo, &index, &present, &st.root, st.size, i, &mut walk)?;
-            }
-        }
+    let present = |p: &PackId| !bad_packs.contains_key(p);
+    let none_p = HashSet::new();
+    let none_c = HashSet::new();
+    let mut marks = Marks::new(table.positions());
+    let mut walk = WalkCtx {
+        repo,
+        index: &index,
+        present: &present,
+        watch_packs: &none_p,
+        watch_chunks: &none_c,
     }
+    .walk_all(&snaps, Some(&mut marks), progress)?;
+    if !walk.missing.is_empty() || !bad_packs.is_empty() {
+        // Damage: walk every snapshot whole, to name each one it affects.
+        let watch: HashSet<PackId> = bad_packs.keys().copied().collect();
+        walk = WalkCtx {
+            repo,
+            index: &index,
+            present: &present,
+            watch_packs: &watch,
+            watch_chunks: &none_c,
+        }
+        .walk_all(&snaps, None, progress)?;
+    }
+
+    // One pass over the table in chunk order: chunks stored in more than one pack, and the
+    // packs holding a chunk some snapshot references (any copy of it counts).
+    let mut referenced_packs: HashSet<PackId> = HashSet::new();
+    let mut duplicates: Vec<Duplicate> = Vec::new();
+    {
+        let mut group: Vec<(PackId, u64)> = Vec::new();
+        let mut group_id: Option<ChunkId> = None;
+        let mut group_marked = false;
+        let mut close = |id: Option<ChunkId>, group: &mut Vec<(PackId, u64)>, marked: bool| {
+            if marked {
+                referenced_packs.extend(group.iter().map(|(p, _)| *p));
+            }
+            group.sort();
+            group.dedup_by_key(|(p, _)| *p);
+            if let (Some(c), true) = (id, group.len() > 1) {
+                duplicates.push(Duplicate {
+                    chunk: c.to_hex(),
+                    packs: group.iter().map(|(p, _)| p.to_hex()).collect(),
+                    extra_bytes: group.iter().skip(1).map(|(_, b)| b).sum(),
+                });
+            }
+            group.clear();
+        };
+        table.scan(|id, pack, pos, stored| {
+            if group_id != Some(*id) {
+                close(group_id, &mut group, group_marked);
+                group_id = Some(*id);
+                group_marked = false;
+            }
+            group_marked |= marks.get(pos);
+            group.push((*pack, stored as u64));
+        })?;
+        close(group_id, &mut group, group_marked);
+    }
+    drop(marks);
+    if !duplicates.is_empty() {
+        duplicates.sort_by(|a, b| a.chunk.cmp(&b.chunk));
+        let bytes: u64 = duplicates.iter().map(|d| d.extra_bytes).sum();
+        let packs: BTreeSet<&String> = duplicates.iter().flat_map(|d| &d.packs).collect();
+        let i = r.add(
+            Severity::Warning,
+            "chunk",
+            "-",
+            "duplicate",
+            format!(
+                "{} chunks are stored in more than one pack ({} packs, {bytes} bytes of extra copies); prune drops the extra copies when it deletes or repacks the packs holding them",
+                duplicates.len(),
+                packs.len()
+            ),
+        );
+        r.problems[i].duplicates = duplicates;
+    }
+
     // A damaged index file hides the chunks it listed: the snapshots it affects are those
     // needing a chunk that no readable index lists.
     let unindexed_users: BTreeSet<usize> = walk
@@ -579,8 +702,8 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
             "no snapshot that could be read uses this pack, but whether one needs it cannot be determined because snapshot {first}{more} is damaged; prune refuses to run until the damage is repaired, and removes nothing meanwhile"
         )
     });
-    for (pid, (_, entries)) in &indexed {
-        if listed.contains_key(pid) && !entries.iter().any(|e| walk.referenced.contains(&e.id)) {
+    for pid in indexed.keys() {
+        if listed.contains_key(pid) && !referenced_packs.contains(pid) {
             match &unknown {
                 Some(why) => r.add(
                     Severity::Warning,
@@ -602,7 +725,7 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
 
     if let Some(subset) = opts.read_data {
         read_data(
-            repo, &index, &indexed, &listed, &bad_packs, subset, &snaps, &walk, &mut r, progress,
+            repo, &index, &indexed, &listed, &bad_packs, subset, &snaps, &mut r, progress,
         )?;
         if subset == Subset::All {
             verify_streams(repo, &snaps, &mut r, progress)?;
@@ -737,12 +860,11 @@ type PackCheck = std::result::Result<(PackId, u64, u64, Vec<String>, Vec<ChunkId
 fn read_data(
     repo: &Repo,
     index: &Index,
-    indexed: &HashMap<PackId, (u64, Vec<BlobEntry>)>,
+    indexed: &HashMap<PackId, PackRec>,
     listed: &HashMap<PackId, u64>,
     bad_packs: &HashMap<PackId, usize>,
     subset: Subset,
     snaps: &[SnapshotEntry],
-    walk: &Walk,
     r: &mut FsckReport,
     progress: ProgressFn<'_>,
 ) -> Result<()> {
@@ -785,8 +907,8 @@ fn read_data(
             match header {
                 Err(e) => errs.push(format!("header: {e}")),
                 Ok(entries) => {
-                    if let Some((_, ix)) = indexed.get(pid) {
-                        if ix != &entries {
+                    if let Some(rec) = indexed.get(pid) {
+                        if rec.entries != entries_digest(&entries) {
                             errs.push("pack header disagrees with the index".into());
                         }
                     }
@@ -812,6 +934,7 @@ fn read_data(
             Ok((*pid, len, verified, errs, bad_chunks))
         })
         .collect();
+    let mut corrupt: Vec<(usize, PackId, Vec<ChunkId>)> = Vec::new();
     for res in results {
         let (pid, len, verified, errs, bad_chunks) = res?;
         if len == 0 && errs.is_empty() {
@@ -824,22 +947,39 @@ fn read_data(
             continue;
         }
         let i = r.add(Severity::Damage, "pack", pid, "corrupt", errs.join("; "));
-        let users = walk.pack_users.get(&pid).cloned().unwrap_or_default();
-        // A damaged header or name makes the whole pack suspect; damaged blobs affect exactly
-        // the snapshots that need them.
-        let affected_idx = if bad_chunks.is_empty() {
-            users
+        corrupt.push((i, pid, bad_chunks));
+    }
+    if corrupt.is_empty() {
+        return Ok(());
+    }
+    // Who is affected: one walk of every snapshot, watching the damaged packs and blobs. A
+    // damaged header or name makes the whole pack suspect; damaged blobs affect exactly the
+    // snapshots that need them.
+    let watch_packs: HashSet<PackId> = corrupt.iter().map(|(_, p, _)| *p).collect();
+    let watch_chunks: HashSet<ChunkId> = corrupt.iter().flat_map(|(_, _, c)| c.clone()).collect();
+    let present = |_: &PackId| true;
+    // Already checked once; an error here only narrows the attribution.
+    let w = WalkCtx {
+        repo,
+        index,
+        present: &present,
+        watch_packs: &watch_packs,
+        watch_chunks: &watch_chunks,
+    }
+    .walk_all(snaps, None, &|_, _, _| {})
+    .unwrap_or_default();
+    for (i, pid, bad_chunks) in corrupt {
+        let users: BTreeSet<usize> = if bad_chunks.is_empty() {
+            w.pack_users.get(&pid).cloned().unwrap_or_default()
         } else {
-            snapshots_needing(
-                repo,
-                index,
-                snaps,
-                &users,
-                &bad_chunks.into_iter().collect(),
-            )
+            bad_chunks
+                .iter()
+                .filter_map(|c| w.chunk_users.get(c))
+                .flatten()
+                .copied()
+                .collect()
         };
-        r.problems[i].affected_snapshots =
-            affected_idx.iter().map(|&u| affected(&snaps[u])).collect();
+        r.problems[i].affected_snapshots = users.iter().map(|&u| affected(&snaps[u])).collect();
     }
     Ok(())
 }
