@@ -17,6 +17,14 @@
 //! such as unreferenced packs, which prune removes). Chunks stored in several packs make one
 //! aggregated warning, with the chunks listed in its `duplicates` field, not one line each.
 //!
+//! Memory (issue 14) does not grow with the index beyond about 1 bit and half a byte per entry:
+//! the index files are read one at a time into a scratch table of run files in `$TMPDIR`
+//! (format-spec/14), never into a map; per pack only its length and a digest of its entries are
+//! kept; the walk marks reached entries in a bitmap over the table and reads each tree blob
+//! shared by several snapshots once; duplicates and unreferenced packs come from one merged pass
+//! over the table in chunk order. Only when damage is found are the snapshots walked again, each
+//! whole, to name every one it affects.
+//!
 //! Advice must match what prune would do: prune refuses to run on a damaged repository, and a
 //! pack is called unreferenced only when every snapshot could be read and walked to the end
 //! (otherwise the damaged snapshot may still need it: `reachability_unknown`).

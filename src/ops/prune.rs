@@ -1,7 +1,9 @@
 //! `prune`: reclaim the space of data no snapshot needs.
 //!
 //! Plan (read-only, all that `--dry-run` does): under the exclusive lock, read every index file
-//! and snapshot, mark every blob reachable from a snapshot (tree blobs and data chunks), and
+//! (one at a time, keeping per pack only its length and totals) and snapshot, mark every blob
+//! reachable from a snapshot (tree blobs and data chunks) in a bitmap over the index table on
+//! disk (the cache's or a scratch one: ~1 bit plus the fanout's half byte per entry), and
 //! classify each pack: *delete* (nothing reachable), *unindexed* (no index lists it, and it
 //! is older than the margin), *repack* (its unreachable share exceeds `max_unused`), or
 //! *keep*. An unindexed pack younger than `unindexed_margin` (2 × the lock staleness

@@ -3,8 +3,10 @@
 //! - `repair index` rebuilds the index from the packs. By default it reads every pack whole and
 //!   leaves out blobs that fail verification, so the next backup stores those chunks again
 //!   instead of deduplicating against damaged copies; `--headers-only` reads just the trailer
-//!   and header of each pack (fast, but trusts the blobs). The new index file is written, naming every old one as superseded,
-//!   before the old ones are deleted, so a crash leaves a usable index either way. Packs that
+//!   and header of each pack (fast, but trusts the blobs). The new index is written as files of
+//!   at most [`INDEX_FILE_ENTRIES`] entries as the packs are read (memory stays bounded), each
+//!   naming every old file as superseded, before the old ones are deleted, so a crash leaves a
+//!   usable index either way. Packs that
 //!   are gone or whose header does not open drop out of the index; their chunks become unknown,
 //!   so the next backup of the same data uploads them again (self-healing).
 //! - `repair snapshots` lists the snapshots a structure check finds unrestorable, and deletes
@@ -12,8 +14,10 @@
 //!   is a finding of damage, so its verdict (`RepairSnapshotsReport::verdict`) is exit 7, as
 //!   fsck's; after `--remove` every remaining snapshot is restorable, so it is exit 0.
 //!
-//! Both stop with `Error::Interrupted` on SIGINT/SIGTERM before they write or delete anything
-//! (repair index: before its new index file; repair snapshots: before its first deletion).
+//! Both stop with `Error::Interrupted` on SIGINT/SIGTERM before they delete anything (repair
+//! index: before each new index file, so the files already written sit beside the old ones,
+//! every pack they list exists, and the next run supersedes both; repair snapshots: before its
+//! first deletion).
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -22,6 +26,7 @@ use crate::error::{Error, ObjectKind, Result};
 use crate::format::index::{IndexFile, IndexPack};
 use crate::id::ObjectId;
 use crate::ops::fsck::{self, Affected, FsckOptions};
+use crate::ops::prune::INDEX_FILE_ENTRIES;
 use crate::repo::{list_ids, Repo};
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,7 +42,10 @@ pub struct RepairIndexReport {
     /// Blobs left out because they failed verification: (pack, chunk).
     pub bad_blobs: Vec<(String, String)>,
     pub skipped: Vec<SkippedPack>,
+    /// The first index file written (null if none); all are in `new_index_files`.
     pub new_index: Option<ObjectId>,
+    /// The index files written, at most [`INDEX_FILE_ENTRIES`] entries each.
+    pub new_index_files: Vec<ObjectId>,
     pub removed_index_files: Vec<ObjectId>,
 }
 
@@ -51,133 +59,151 @@ pub fn repair_index(
     let packs = repo.backend.list(ObjectKind::Pack)?;
     let total = packs.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
-    let (backend, key) = (repo.backend.as_ref(), &repo.key);
+    let (backend_arc, key) = (std::sync::Arc::clone(&repo.backend), repo.key.clone());
+    let (backend, key) = (backend_arc.as_ref(), &key);
     // Outer error: storage failure (abort everything: a pack we could not read is not a pack
     // that is gone). Inner: the pack is damaged and is left out.
     type Checked = Result<std::result::Result<(IndexPack, Vec<(String, String)>), SkippedPack>>;
-    let results: Vec<Checked> = packs
-        .par_iter()
-        .map(|(name, len)| {
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            progress("packs", n, total);
-            let skip = |e: crate::error::Error| -> Checked {
-                if matches!(
-                    e,
-                    crate::error::Error::Io { .. } | crate::error::Error::Backend(_)
-                ) {
-                    return Err(e);
-                }
-                Ok(Err(SkippedPack {
-                    id: name.clone(),
-                    reason: e.to_string(),
-                }))
-            };
-            let Some(id) = crate::repo::parse_name(name) else {
-                return Ok(Err(SkippedPack {
-                    id: name.clone(),
-                    reason: "not a pack name".into(),
-                }));
-            };
-            if !verify_blobs {
-                let entries = crate::pack::read_header(key, &id, *len, |o, l| {
-                    crate::repo::get_range_exact(backend, ObjectKind::Pack, name, o, l)
-                });
-                let entries = match entries {
-                    Ok(e) => e,
-                    Err(e) => return skip(e),
-                };
-                return Ok(Ok((
-                    IndexPack {
-                        id,
-                        len: *len,
-                        entries,
-                    },
-                    Vec::new(),
-                )));
+    let check = |(name, len): &(String, u64)| -> Checked {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress("packs", n, total);
+        let skip = |e: crate::error::Error| -> Checked {
+            if matches!(
+                e,
+                crate::error::Error::Io { .. } | crate::error::Error::Backend(_)
+            ) {
+                return Err(e);
             }
-            let bytes = match backend.get(ObjectKind::Pack, name) {
-                Ok(b) => b,
-                Err(e) => return skip(e),
-            };
-            let entries = match crate::pack::read_header(key, &id, bytes.len() as u64, |o, l| {
-                Ok(bytes[o as usize..(o + l) as usize].to_vec())
-            }) {
+            Ok(Err(SkippedPack {
+                id: name.clone(),
+                reason: e.to_string(),
+            }))
+        };
+        let Some(id) = crate::repo::parse_name(name) else {
+            return Ok(Err(SkippedPack {
+                id: name.clone(),
+                reason: "not a pack name".into(),
+            }));
+        };
+        if !verify_blobs {
+            let entries = crate::pack::read_header(key, &id, *len, |o, l| {
+                crate::repo::get_range_exact(backend, ObjectKind::Pack, name, o, l)
+            });
+            let entries = match entries {
                 Ok(e) => e,
                 Err(e) => return skip(e),
             };
-            let mut bad = Vec::new();
-            let good: Vec<_> = entries
-                .into_iter()
-                .filter(|e| {
-                    let ok = crate::pack::open_blob(
-                        key,
-                        &id,
-                        e,
-                        &bytes[e.offset as usize..e.end() as usize],
-                    )
-                    .is_ok();
-                    if !ok {
-                        bad.push((name.clone(), e.id.to_hex()));
-                    }
-                    ok
-                })
-                .collect();
-            Ok(Ok((
+            return Ok(Ok((
                 IndexPack {
                     id,
-                    len: bytes.len() as u64,
-                    entries: good,
+                    len: *len,
+                    entries,
                 },
-                bad,
-            )))
-        })
-        .collect();
-    let mut good = Vec::new();
+                Vec::new(),
+            )));
+        }
+        let bytes = match backend.get(ObjectKind::Pack, name) {
+            Ok(b) => b,
+            Err(e) => return skip(e),
+        };
+        let entries = match crate::pack::read_header(key, &id, bytes.len() as u64, |o, l| {
+            Ok(bytes[o as usize..(o + l) as usize].to_vec())
+        }) {
+            Ok(e) => e,
+            Err(e) => return skip(e),
+        };
+        let mut bad = Vec::new();
+        let good: Vec<_> = entries
+            .into_iter()
+            .filter(|e| {
+                let ok = crate::pack::open_blob(
+                    key,
+                    &id,
+                    e,
+                    &bytes[e.offset as usize..e.end() as usize],
+                )
+                .is_ok();
+                if !ok {
+                    bad.push((name.clone(), e.id.to_hex()));
+                }
+                ok
+            })
+            .collect();
+        Ok(Ok((
+            IndexPack {
+                id,
+                len: bytes.len() as u64,
+                entries: good,
+            },
+            bad,
+        )))
+    };
+    // The packs in order, a few at a time (two in flight on two cores): the new index is
+    // written as files of at most INDEX_FILE_ENTRIES entries as it grows, so memory does not
+    // grow with the repository (issue 14).
+    let mut packs = packs;
+    packs.sort();
+    let mut written: Vec<ObjectId> = Vec::new();
+    let mut batch: Vec<IndexPack> = Vec::new();
+    let mut batch_entries = 0usize;
+    let (mut packs_indexed, mut blobs_indexed) = (0usize, 0usize);
     let mut skipped = Vec::new();
     let mut bad_blobs = Vec::new();
-    for r in results {
-        match r? {
-            Ok((p, bad)) => {
-                bad_blobs.extend(bad);
-                if !p.entries.is_empty() {
-                    good.push(p);
+    let mut flush = |repo: &mut Repo, batch: &mut Vec<IndexPack>, n: &mut usize| -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // A signal stops the rebuild before each index file: what was written sits beside the
+        // old files (every pack it lists exists), and the next repair supersedes both.
+        if crate::signals::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        written.push(repo.write_index_file(&IndexFile {
+            superseded: old.clone(),
+            packs: std::mem::take(batch),
+        })?);
+        *n = 0;
+        Ok(())
+    };
+    for group in packs.chunks(16) {
+        let results: Vec<Checked> = group.par_iter().with_max_len(1).map(&check).collect();
+        for r in results {
+            match r? {
+                Ok((p, bad)) => {
+                    bad_blobs.extend(bad);
+                    if p.entries.is_empty() {
+                        continue;
+                    }
+                    if batch_entries > 0 && batch_entries + p.entries.len() > INDEX_FILE_ENTRIES {
+                        flush(repo, &mut batch, &mut batch_entries)?;
+                    }
+                    packs_indexed += 1;
+                    blobs_indexed += p.entries.len();
+                    batch_entries += p.entries.len();
+                    batch.push(p);
                 }
+                Err(s) => skipped.push(s),
             }
-            Err(s) => skipped.push(s),
         }
     }
-    // Reading every pack can take long: a signal that came meanwhile stops the rebuild here,
-    // with nothing written or deleted.
-    if crate::signals::interrupted() {
-        return Err(Error::Interrupted);
-    }
-    good.sort_by_key(|p| p.id);
-    let blobs_indexed = good.iter().map(|p| p.entries.len()).sum();
-    let packs_indexed = good.len();
-    let new_index = if good.is_empty() {
-        None
-    } else {
-        Some(repo.write_index_file(&IndexFile {
-            superseded: old.clone(),
-            packs: good,
-        })?)
-    };
+    flush(repo, &mut batch, &mut batch_entries)?;
     let mut removed = Vec::new();
     for id in old {
-        if Some(id) == new_index {
+        if written.contains(&id) {
             continue;
         }
         repo.backend.delete(ObjectKind::Index, &id.to_hex())?;
         removed.push(id);
     }
-    // The in-memory index described the old files; reload from the new one when next needed.
+    // The in-memory index described the old files; reload from the new ones when next needed.
     repo.index = None;
     Ok(RepairIndexReport {
         packs_indexed,
         blobs_indexed,
         bad_blobs,
         skipped,
-        new_index,
+        new_index: written.first().copied(),
+        new_index_files: written,
         removed_index_files: removed,
     })
 }
