@@ -22,6 +22,37 @@ use crate::format::pack::BlobEntry;
 use crate::id::{ChunkId, ObjectId, PackId};
 pub use table::Table;
 
+/// One bit per position of a [`Table`] ([`Table::lookup_pos`]): how prune and fsck mark the
+/// entries they reach, at one bit per index entry instead of a set of 32-byte IDs.
+pub struct Bitmap(Vec<u64>);
+
+impl Bitmap {
+    pub fn new(positions: u64) -> Bitmap {
+        Bitmap(vec![0; positions.div_ceil(64) as usize])
+    }
+
+    /// Set the bit of `pos`; whether it was clear.
+    pub fn set(&mut self, pos: u64) -> bool {
+        let (w, b) = ((pos / 64) as usize, 1u64 << (pos % 64));
+        let was = self.0[w] & b == 0;
+        self.0[w] |= b;
+        was
+    }
+
+    pub fn get(&self, pos: u64) -> bool {
+        self.0[(pos / 64) as usize] & (1u64 << (pos % 64)) != 0
+    }
+
+    /// Bits held.
+    pub fn len(&self) -> u64 {
+        self.0.len() as u64 * 64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The file number of entries added without saying which index file they came from.
 const NO_FILE: u32 = u32::MAX;
 

@@ -43,7 +43,7 @@ use crate::format::keyfile::KeyFile;
 use crate::format::pack::{BlobEntry, BlobKind};
 use crate::format::tree::TreeNode;
 use crate::id::{ChunkId, ObjectId, PackId};
-use crate::index::Index;
+use crate::index::{Bitmap, Index};
 use crate::repo::{get_verified, list_ids, Repo};
 use crate::snapshot::SnapshotEntry;
 
@@ -275,25 +275,6 @@ struct WalkCtx<'a> {
     watch_chunks: &'a HashSet<ChunkId>,
 }
 
-/// One bit per index-table position.
-struct Marks(Vec<u64>);
-
-impl Marks {
-    fn new(positions: u64) -> Marks {
-        Marks(vec![0; positions.div_ceil(64) as usize])
-    }
-    /// Set the bit; whether it was clear.
-    fn set(&mut self, pos: u64) -> bool {
-        let (w, b) = ((pos / 64) as usize, 1u64 << (pos % 64));
-        let was = self.0[w] & b == 0;
-        self.0[w] |= b;
-        was
-    }
-    fn get(&self, pos: u64) -> bool {
-        self.0[(pos / 64) as usize] & (1u64 << (pos % 64)) != 0
-    }
-}
-
 impl WalkCtx<'_> {
     fn locate(&self, id: &ChunkId) -> Option<(PackId, BlobEntry, u64)> {
         let t = self.index.table().expect("fsck's index is a table");
@@ -309,7 +290,7 @@ impl WalkCtx<'_> {
         size: u64,
         snap: usize,
         w: &mut Walk,
-        mut marks: Option<&mut Marks>,
+        mut marks: Option<&mut Bitmap>,
     ) -> Result<()> {
         let miss = |w: &mut Walk, id: ChunkId, why: String| {
             w.missing
@@ -411,7 +392,7 @@ impl WalkCtx<'_> {
     fn walk_all(
         &self,
         snaps: &[SnapshotEntry],
-        mut marks: Option<&mut Marks>,
+        mut marks: Option<&mut Bitmap>,
         progress: ProgressFn<'_>,
     ) -> Result<Walk> {
         let mut w = Walk::default();
@@ -582,7 +563,7 @@ fn fsck_pass(repo: &mut Repo, opts: &FsckOptions, progress: ProgressFn<'_>) -> R
     let present = |p: &PackId| !bad_packs.contains_key(p);
     let none_p = HashSet::new();
     let none_c = HashSet::new();
-    let mut marks = Marks::new(table.positions());
+    let mut marks = Bitmap::new(table.positions());
     let mut walk = WalkCtx {
         repo,
         index: &index,

@@ -48,7 +48,7 @@ use crate::format::index::{IndexFile, IndexPack};
 use crate::format::pack::BlobKind;
 use crate::format::tree::TreeNode;
 use crate::id::{ObjectId, PackId};
-use crate::index::{Hit, Index, Table};
+use crate::index::{Bitmap, Hit, Index, Table};
 use crate::pack::{PackWriter, SealedBlob};
 use crate::repo::{list_ids, Repo};
 
@@ -148,28 +148,16 @@ struct Used {
 /// byte) per index entry, where a set of chunk IDs took ~50 bytes.
 struct Marks {
     index: Index,
-    bits: Vec<u64>,
+    bits: Bitmap,
 }
 
 impl std::fmt::Debug for Marks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Marks({} bits)", self.bits.len() * 64)
+        write!(f, "Marks({} bits)", self.bits.len())
     }
 }
 
 impl Marks {
-    /// Set the bit of `pos`; whether it was clear.
-    fn set(&mut self, pos: u64) -> bool {
-        let (w, b) = ((pos / 64) as usize, 1u64 << (pos % 64));
-        let was = self.bits[w] & b == 0;
-        self.bits[w] |= b;
-        was
-    }
-
-    fn get(&self, pos: u64) -> bool {
-        self.bits[(pos / 64) as usize] & (1u64 << (pos % 64)) != 0
-    }
-
     fn table(&self) -> &Table {
         self.index.table().expect("marks are made over a table")
     }
@@ -279,12 +267,12 @@ fn plan_once(repo: &mut Repo, opts: &PruneOptions) -> Result<Option<PrunePlan>> 
     let positions = index.table().map_or(0, Table::positions);
     let mut marks = Marks {
         index,
-        bits: vec![0u64; positions.div_ceil(64) as usize],
+        bits: Bitmap::new(positions),
     };
     let mut used: HashMap<PackId, Used> = HashMap::new();
     let mut reachable = 0usize;
     let mut account = |marks: &mut Marks, hit: &Hit, pos: u64| -> bool {
-        if !marks.set(pos) {
+        if !marks.bits.set(pos) {
             return false;
         }
         reachable += 1;
@@ -637,7 +625,7 @@ pub fn execute(repo: &mut Repo, plan: &PrunePlan) -> Result<(usize, Vec<ObjectId
             .par_iter()
             .map(|e| {
                 table.lookup_pos(&e.id).is_some_and(|(h, pos)| {
-                    h.origin.pack == *pid && h.entry.offset == e.offset && marks.get(pos)
+                    h.origin.pack == *pid && h.entry.offset == e.offset && marks.bits.get(pos)
                 })
             })
             .collect();

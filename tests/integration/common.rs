@@ -214,6 +214,32 @@ pub fn sql_like(lines: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Incompressible pseudo-random bytes.
+/// A library-level repository in memory with a cheap KDF and 1 MiB packs, opened with `pw`
+/// (prune and fsck tests that need many packs from little data).
+pub fn memory_repo(pw: &[u8]) -> std::sync::Arc<dyn dumpvault::backend::Backend> {
+    use dumpvault::repo::{InitOptions, Repo};
+    let inner: std::sync::Arc<dyn dumpvault::backend::Backend> =
+        std::sync::Arc::new(dumpvault::backend::memory::MemoryBackend::default());
+    let init = InitOptions {
+        kdf: dumpvault::crypto::KdfParams::FLOOR,
+        pack_target: 1024 * 1024,
+        ..Default::default()
+    };
+    drop(Repo::init(std::sync::Arc::clone(&inner), pw, &init).unwrap());
+    inner
+}
+
+/// Two dumps for prune: A (SQL then noise, over several 1 MiB packs) and B, A's first half
+/// plus new noise, so that once A is gone some of A's packs are wholly unused and the one
+/// where B diverges is partly used.
+pub fn dump_and_half(seed: u64, noise_a: usize, noise_b: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut a = sql_like(15_000, seed);
+    a.extend_from_slice(&noise(noise_a, seed + 1));
+    let mut b = a[..a.len() / 2].to_vec();
+    b.extend_from_slice(&noise(noise_b, seed + 2));
+    (a, b)
+}
+
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     // Distinct seeds must give distinct streams (`seed | 1` alone maps 4 and 5 together).
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

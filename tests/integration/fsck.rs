@@ -1472,14 +1472,12 @@ mod beside_prune {
 
     use std::sync::{Arc, Mutex};
 
-    use dumpvault::backend::memory::MemoryBackend;
     use dumpvault::backend::{Backend, Name};
-    use dumpvault::crypto::KdfParams;
     use dumpvault::error::{ObjectKind, Result};
     use dumpvault::ops::backup::{backup, BackupOptions};
     use dumpvault::ops::fsck::{fsck, FsckOptions, Severity, Subset};
     use dumpvault::ops::prune::{self, PruneOptions};
-    use dumpvault::repo::{InitOptions, OpenOptions, Repo};
+    use dumpvault::repo::{OpenOptions, Repo};
     use dumpvault::snapshot::Source;
 
     use crate::common::*;
@@ -1569,18 +1567,9 @@ mod beside_prune {
     /// A repository where prune deletes whole packs and repacks others (A gone, B shares half
     /// of A): the store and B's snapshot id.
     fn repo_with_work_for_prune() -> Arc<dyn Backend> {
-        let inner: Arc<dyn Backend> = Arc::new(MemoryBackend::default());
-        let init = InitOptions {
-            kdf: KdfParams::FLOOR,
-            pack_target: 1024 * 1024,
-            ..Default::default()
-        };
-        drop(Repo::init(Arc::clone(&inner), PW, &init).unwrap());
+        let inner = memory_repo(PW);
         let mut repo = open(Arc::clone(&inner));
-        let mut a = sql_like(15_000, 31);
-        a.extend_from_slice(&noise(2_500_000, 32));
-        let mut b = a[..a.len() / 2].to_vec();
-        b.extend_from_slice(&noise(600_000, 33));
+        let (a, b) = dump_and_half(31, 2_500_000, 600_000);
         let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
         backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
         inner

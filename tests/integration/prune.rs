@@ -427,16 +427,14 @@ mod full_disk {
     use std::sync::Arc;
 
     use dumpvault::backend::fault::{Fault, FaultBackend, Op, Rule};
-    use dumpvault::backend::memory::MemoryBackend;
     use dumpvault::backend::Backend;
-    use dumpvault::crypto::KdfParams;
     use dumpvault::error::{Error, ObjectKind};
     use dumpvault::id::PackId;
     use dumpvault::ops::backup::{backup, BackupOptions};
     use dumpvault::ops::fsck::{fsck, FsckOptions, Severity, Subset};
     use dumpvault::ops::prune::{self, PruneOptions};
     use dumpvault::ops::restore::restore;
-    use dumpvault::repo::{InitOptions, OpenOptions, Repo};
+    use dumpvault::repo::{OpenOptions, Repo};
     use dumpvault::snapshot::{Filter, Source};
 
     use crate::common::*;
@@ -499,24 +497,14 @@ mod full_disk {
     /// plain prune finishes the repack.
     #[test]
     fn prune_on_a_full_disk_cannot_free_space() {
-        let mem = Arc::new(MemoryBackend::default());
-        let inner: Arc<dyn Backend> = mem.clone();
-        let init = InitOptions {
-            kdf: KdfParams::FLOOR,
-            pack_target: 1024 * 1024,
-            ..Default::default()
-        };
-        drop(Repo::init(Arc::clone(&inner), PW, &init).unwrap());
+        let inner = memory_repo(PW);
         let fb = Arc::new(FaultBackend::new(Arc::clone(&inner), 7));
         let backend: Arc<dyn Backend> = fb.clone();
         let mut repo = open(Arc::clone(&backend));
         // A: ~3.5 MB over several packs. B: A's first half plus new data, so A's first packs
         // stay in use, the pack where B diverges is partly used (repack) and A's later packs
         // are wholly unused once A is gone (delete).
-        let mut a = sql_like(15_000, 31);
-        a.extend_from_slice(&noise(2_500_000, 32));
-        let mut b = a[..a.len() / 2].to_vec();
-        b.extend_from_slice(&noise(600_000, 33));
+        let (a, b) = dump_and_half(31, 2_500_000, 600_000);
         let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
         let rb = backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
         // C fails at its index write: its packs stay, unindexed.
@@ -603,19 +591,9 @@ mod full_disk {
     /// finds nothing to do.
     #[test]
     fn prune_writes_the_index_as_bounded_files() {
-        let mem = Arc::new(MemoryBackend::default());
-        let inner: Arc<dyn Backend> = mem.clone();
-        let init = InitOptions {
-            kdf: KdfParams::FLOOR,
-            pack_target: 1024 * 1024,
-            ..Default::default()
-        };
-        drop(Repo::init(Arc::clone(&inner), PW, &init).unwrap());
+        let inner = memory_repo(PW);
         let mut repo = open(Arc::clone(&inner));
-        let mut a = sql_like(15_000, 51);
-        a.extend_from_slice(&noise(1_500_000, 52));
-        let mut b = a[..a.len() / 2].to_vec();
-        b.extend_from_slice(&noise(400_000, 53));
+        let (a, b) = dump_and_half(51, 1_500_000, 400_000);
         let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
         let rb = backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
         drop(repo);
