@@ -11,10 +11,13 @@
 //! Then, per N (N = 0 is the empty baseline: only the tiny stream):
 //! - in process: the warm index load (`Repo::index`) and lookups per second, hits and
 //!   misses in random order, one thread;
-//! - the release CLI under `/usr/bin/time`: `snapshots` (warm), `backup` of 1 MiB of random
-//!   bytes, `restore` of it (median of 3 each), `backup` of a 256 MiB random stream twice (the
-//!   second finds every chunk), `restore` with an empty cache (the cache rebuilt from the
-//!   repository), and `snapshots` and `restore` again after 9,990 more snapshots;
+//! - the release CLI under `/usr/bin/time`, with the machine key (no KDF) unless said:
+//!   `snapshots` (warm), `backup` of 1 MiB of random bytes, `restore` of it (median of 5
+//!   each), `backup` of a 256 MiB random stream once (all new) and 3 times more (every chunk
+//!   found; median), `restore` with an empty cache (the cache rebuilt from the repository),
+//!   and after 9,990 more snapshots `snapshots`, `restore` and `backup` of 1 MiB again, the
+//!   latter also opened with the password key (default Argon2id parameters, 64 MiB, 3 passes:
+//!   the one password key of the repository, so one Argon2 run);
 //! - at the end, with M snapshots, the maintenance commands: `fsck` (structure level),
 //!   `prune --dry-run`, then `prune` (executed), once each, in that order (the last one
 //!   changes the repository).
@@ -41,7 +44,7 @@
 //! | `SCALE_INCR_MB` | `256` | size of the incremental-backup stream; 0 skips it |
 //! | `SCALE_LOOKUPS` | `200000` | lookups timed per kind (hits, misses) |
 //! | `SCALE_COLD_MAX` | unset (all) | largest N (millions) whose empty-cache restore is measured |
-//! | `SCALE_ONLY` | all | row groups to measure, comma separated: `index` (in-process load and lookups), `cli` (`snapshots`, 1 MiB `backup`/`restore`), `incr` (the incremental backup), `cold` (empty-cache restore), `many` (`snapshots`/`restore` at M snapshots), `prune` (`fsck`, `prune --dry-run`, `prune`); `cold` and `many` need `cli` |
+//! | `SCALE_ONLY` | all | row groups to measure, comma separated: `index` (in-process load and lookups), `cli` (`snapshots`, 1 MiB `backup`/`restore`), `incr` (the incremental backup), `cold` (empty-cache restore), `many` (`snapshots`/`restore`/1 MiB `backup` at M snapshots), `prune` (`fsck`, `prune --dry-run`, `prune`); `cold` and `many` need `cli` |
 //! | `KEEP` | unset | `1`: leave the repositories and caches in `SCALE_DIR` |
 
 mod common;
@@ -82,6 +85,8 @@ const MIB: usize = 1024 * 1024;
 const FEW_SNAPSHOTS: u64 = 10;
 /// Timed repetitions of the commands that do not change what later ones measure.
 const REPEATS: usize = 5;
+/// The password of each repository's password key (default Argon2id parameters).
+const PASSWORD: &str = "scale bench password";
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -314,12 +319,14 @@ fn dir_bytes(p: &Path) -> u64 {
         .sum()
 }
 
-/// One repository under test: its directory, cache and machine-key secret file.
+/// One repository under test: its directory, cache, machine-key secret file, and the password
+/// file of its password key (default Argon2id parameters).
 struct Site {
     root: PathBuf,
     repo: PathBuf,
     cache: PathBuf,
     secret_file: PathBuf,
+    password_file: PathBuf,
 }
 
 impl Site {
@@ -333,6 +340,7 @@ impl Site {
             repo: root.join("repo"),
             cache: root.join("cache"),
             secret_file: root.join("machine.secret"),
+            password_file: root.join("password"),
             root,
         }
     }
@@ -397,7 +405,8 @@ impl Cli {
         input: Option<&Path>,
         capture: bool,
     ) -> Res<(Cost, String)> {
-        let (cost, status, out, _) = self.exec(site, cache, args, input, capture, false)?;
+        let (cost, status, out, _) =
+            self.exec(site, cache, &site.secret_file, args, input, capture, false)?;
         if !status.success() {
             return Err(format!("dumpvault {args:?} failed: {status}").into());
         }
@@ -411,13 +420,17 @@ impl Cli {
         site: &Site,
         args: &[&str],
     ) -> Res<(Cost, std::process::ExitStatus, String, String)> {
-        self.exec(site, &site.cache, args, None, true, true)
+        self.exec(site, &site.cache, &site.secret_file, args, None, true, true)
     }
 
+    /// Run `dumpvault -q ARGS` on `site` with `cache` and the password (or machine secret) in
+    /// `password_file`.
+    #[allow(clippy::too_many_arguments)]
     fn exec(
         &self,
         site: &Site,
         cache: &Path,
+        password_file: &Path,
         args: &[&str],
         input: Option<&Path>,
         capture: bool,
@@ -433,7 +446,7 @@ impl Cli {
             .arg("-q")
             .args(args)
             .env("DUMPVAULT_REPO", &site.repo)
-            .env("DUMPVAULT_PASSWORD_FILE", &site.secret_file)
+            .env("DUMPVAULT_PASSWORD_FILE", password_file)
             .env("DUMPVAULT_CACHE_DIR", cache)
             .env_remove("DUMPVAULT_PASSWORD")
             .env_remove("DUMPVAULT_PASSWORD_COMMAND")
@@ -491,6 +504,32 @@ impl Cli {
         }
         Ok(median(v))
     }
+
+    /// `backup` of 1 MiB of new random bytes (seeds `seed ..`), median of [`REPEATS`]; opened
+    /// with the password key (an Argon2id run) when `password`, else the machine key. Returns
+    /// the cost, the largest disk writes and the last snapshot's ID.
+    fn backup_1m(&self, site: &Site, seed: u64, password: bool) -> Res<(Cost, u64, String)> {
+        let key = if password {
+            &site.password_file
+        } else {
+            &site.secret_file
+        };
+        let p = site.root.join("one-mib.bin");
+        let args = ["backup", "--name", "one-mib", "--host", "scale", "-"];
+        let (mut costs, mut last) = (Vec::new(), String::new());
+        for i in 0..REPEATS {
+            std::fs::write(&p, random_bytes(MIB, seed + i as u64))?;
+            let (c, status, out, _) =
+                self.exec(site, &site.cache, key, &args, Some(&p), true, false)?;
+            if !status.success() {
+                return Err(format!("dumpvault {args:?} failed: {status}").into());
+            }
+            last = out.lines().last().unwrap_or_default().to_string();
+            costs.push(c);
+        }
+        let written = costs.iter().map(|c| c.written).max().unwrap_or(0);
+        Ok((median(costs), written, last))
+    }
 }
 
 /// Everything measured for one N.
@@ -517,6 +556,9 @@ struct Row {
     snapshots_sync: Cost,
     snapshots_many: Cost,
     restore_many: Cost,
+    /// `backup` of 1 MiB at M snapshots, with the machine key and with the password.
+    backup_many: Cost,
+    backup_many_password: Cost,
     /// The synthetic snapshot's tree (maintenance rows only, N > 0).
     tree: Option<TreeStats>,
     garbage_packs: u64,
@@ -635,21 +677,26 @@ fn build(site: &Site, n: u64, maintenance: bool) -> Res<(Snapshot, f64, Option<T
     let _ = std::fs::remove_dir_all(&site.root);
     std::fs::create_dir_all(&site.root)?;
     let t0 = Instant::now();
+    // The password key has the default Argon2id parameters (what `init` gives): the one
+    // password-opened row measures a real open; every other run uses the machine key.
     let opts = InitOptions {
-        kdf: KdfParams::FLOOR,
+        kdf: KdfParams::DEFAULT,
         ..Default::default()
     };
-    let repo = Repo::init(site.backend(), b"scale bench password", &opts)?;
+    let repo = Repo::init(site.backend(), PASSWORD.as_bytes(), &opts)?;
     let (_, secret) = repo.add_machine_key(Some("scale bench"))?;
     drop(repo);
-    {
+    for (path, text) in [
+        (&site.secret_file, secret.as_str()),
+        (&site.password_file, PASSWORD),
+    ] {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&site.secret_file)?;
-        std::io::Write::write_all(&mut f, secret.as_bytes())?;
+            .open(path)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
     }
     let mut repo = site.open(true)?;
     let tiny = random_bytes(64 * 1024, 7);
@@ -839,17 +886,8 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         say("  CLI: snapshots, backup and restore of 1 MiB");
         cli.run(&site, &site.cache, &["snapshots"], None, false)?;
         row.snapshots_few = cli.median_of(&site, &["snapshots"])?;
-        let mut costs = Vec::new();
-        for i in 0..REPEATS {
-            let p = site.root.join("one-mib.bin");
-            std::fs::write(&p, random_bytes(MIB, 1000 + i as u64))?;
-            let args = ["backup", "--name", "one-mib", "--host", "scale", "-"];
-            let (c, out) = cli.run(&site, &site.cache, &args, Some(&p), true)?;
-            one_mib = out.lines().last().unwrap_or_default().to_string();
-            costs.push(c);
-        }
-        row.backup_1m_written_max = costs.iter().map(|c| c.written).max().unwrap_or(0);
-        row.backup_1m = median(costs);
+        let (c, written, id) = cli.backup_1m(&site, 1000, false)?;
+        (row.backup_1m, row.backup_1m_written_max, one_mib) = (c, written, id);
         row.restore_1m = cli.median_of(&site, &["restore", &one_mib])?;
     }
 
@@ -891,6 +929,9 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         row.snapshots_sync = cli.run(&site, &site.cache, &["snapshots"], None, false)?.0;
         row.snapshots_many = cli.median_of(&site, &["snapshots"])?;
         row.restore_many = cli.median_of(&site, &["restore", &one_mib])?;
+        say("  CLI: backup of 1 MiB, machine key and password (Argon2id, default parameters)");
+        row.backup_many = cli.backup_1m(&site, 2000, false)?.0;
+        row.backup_many_password = cli.backup_1m(&site, 3000, true)?.0;
     }
     if cfg.groups.prune {
         maintenance(cli, &site, &mut row)?;
@@ -1138,11 +1179,18 @@ fn incr_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
     {
         let _ = writeln!(
             s,
-            "\n**Incremental backup**: {} MiB of random bytes, then the same again (every chunk \
-             found; median of 3)\n",
+            "\n**Incremental backup**: {} MiB of random bytes once (all new), then the same \
+             again 3 times (every chunk found; median of 3); MB/s = 10^6 bytes/s; ÷ 1M = again \
+             MB/s ÷ that at N = 1M\n",
             cfg.incr_mb
         );
-        *s += "| N | first (all new) | MiB/s | its disk writes | again (all hits) | MiB/s | again × empty | again ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
+        *s += "| N | first (all new) | MB/s | its disk writes | again (all hits) | MB/s | again ÷ 1M | again × empty | again ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|---|\n";
+        let bytes = (cfg.incr_mb * MIB) as f64 / 1e6;
+        let at_1m = rows
+            .iter()
+            .find(|r| r.n == 1_000_000)
+            .and_then(|r| r.incr_again)
+            .map(|c| bytes / c.secs);
         for r in rows {
             let (Some(a), Some(b)) = (r.incr_new, r.incr_again) else {
                 continue;
@@ -1150,16 +1198,16 @@ fn incr_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
             let (d, t) = base
                 .and_then(|x| x.incr_again)
                 .map_or(("?".into(), "?".into()), |x| versus(b, x, r.n));
-            let mb = cfg.incr_mb as f64;
+            let vs_1m = at_1m.map_or("–".into(), |x| format!("{:.2}", bytes / b.secs / x));
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {} | {} | {:.0} | {t} | {d} |",
+                "| {} | {} | {:.0} | {} | {} | {:.0} | {vs_1m} | {t} | {d} |",
                 millions(r.n),
                 cost(a),
-                mb / a.secs,
-                self::mb(a.written),
+                bytes / a.secs,
+                mb(a.written),
                 cost(b),
-                mb / b.secs
+                bytes / b.secs
             );
         }
     }
@@ -1170,10 +1218,14 @@ fn many_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
     let _ = writeln!(
         s,
         "\n**M = {} snapshots**, and `restore` with an empty cache (rebuilt from the \
-         repository; skipped above `SCALE_COLD_MAX`)\n",
-        cfg.many
+         repository; skipped above `SCALE_COLD_MAX`). `backup` 1 MiB, median of {REPEATS}: \
+         with the machine key (no KDF), and with the password key (Argon2id {} MiB, {} passes, \
+         the default), so the open's Argon2 run included\n",
+        cfg.many,
+        KdfParams::DEFAULT.m_cost / 1024,
+        KdfParams::DEFAULT.t_cost
     );
-    *s += "| N | write snapshots s | first `snapshots` (sync) | `snapshots` (warm) | `restore` 1 MiB | restore, empty cache | its disk writes | its ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|\n";
+    *s += "| N | write snapshots s | first `snapshots` (sync) | `snapshots` (warm) | `restore` 1 MiB | `backup` 1 MiB | `backup` 1 MiB, password | restore, empty cache | its disk writes | its ΔRSS B/entry |\n|---|---|---|---|---|---|---|---|---|---|\n";
     for r in rows {
         let (cold, written, cold_d) = match r.cold_restore {
             Some(c) => (
@@ -1186,12 +1238,14 @@ fn many_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
         };
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {} | {} | {} | {cold} | {written} | {cold_d} |",
+            "| {} | {:.1} | {} | {} | {} | {} | {} | {cold} | {written} | {cold_d} |",
             millions(r.n),
             r.add_snapshots_s,
             cost(r.snapshots_sync),
             cost(r.snapshots_many),
-            cost(r.restore_many)
+            cost(r.restore_many),
+            cost(r.backup_many),
+            cost(r.backup_many_password)
         );
     }
 }

@@ -3,7 +3,7 @@
 # (benches/scale.rs), copies both out of target/ (so a concurrent rebuild cannot swap them
 # mid-run), and runs the bench, which prints markdown tables on stdout.
 #
-#   benches/scale.sh                  # N = 1 and 10 million index entries (~5 minutes + build)
+#   benches/scale.sh                  # N = 1 and 10 million index entries (~10 minutes + build)
 #   SCALE_BIG=1 benches/scale.sh      # also 60 million (~8 GB under SCALE_DIR)
 #   SCALE_N=0.2 SCALE_SNAPSHOTS=100 SCALE_INCR_MB=16 benches/scale.sh   # a quick check
 #   SCALE_ONLY=prune SCALE_N=1,10 SCALE_SNAPSHOTS=100 benches/scale.sh  # only fsck and prune
