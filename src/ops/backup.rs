@@ -287,11 +287,25 @@ impl<'a> Store<'a> {
             .par_iter()
             .map(|r| ChunkId::compute(&key.id_key, &data[r.clone()]))
             .collect();
+        // The block's lookups are batched and run on both cores: with the index on disk each
+        // may read a run file (issue 14). Then, in order, what this backup already holds.
+        let index = &*self.index;
+        let found: Vec<_> = ids
+            .par_iter()
+            .with_min_len(16)
+            .map(|id| index.location(id))
+            .collect();
         let mut todo = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if !self.is_known(id) {
-                self.pending.insert(*id);
-                todo.push(i);
+        for (i, (id, hit)) in ids.iter().zip(found).enumerate() {
+            match hit {
+                Some(h) => {
+                    self.hits.insert(h.origin);
+                }
+                None if self.pending.contains(id) => {}
+                None => {
+                    self.pending.insert(*id);
+                    todo.push(i);
+                }
             }
         }
         let (level, verify) = (self.zstd_level, self.verify);
