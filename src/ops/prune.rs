@@ -216,6 +216,12 @@ pub fn plan(repo: &mut Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     }
 }
 
+/// Give the tainted index back to `repo`, so that [`Repo::drop_tainted_cache`] sees it.
+fn tainted(repo: &mut Repo, marks: Marks) -> Option<PrunePlan> {
+    repo.index = Some(marks.index);
+    None
+}
+
 /// One attempt at [`plan`]; `None` if the index table turned out tainted.
 fn plan_once(repo: &mut Repo, opts: &PruneOptions) -> Result<Option<PrunePlan>> {
     let backend = Arc::clone(&repo.backend);
@@ -291,7 +297,7 @@ fn plan_once(repo: &mut Repo, opts: &PruneOptions) -> Result<Option<PrunePlan>> 
             while let Some(id) = stack.pop() {
                 let Some((hit, pos)) = marks.table().lookup_pos(&id) else {
                     if marks.table().is_tainted() {
-                        return Ok(None);
+                        return Ok(tainted(repo, marks));
                     }
                     return Err(missing(format!(
                         "blob {id} needed by snapshot {sid} is not in the index"
@@ -323,7 +329,7 @@ fn plan_once(repo: &mut Repo, opts: &PruneOptions) -> Result<Option<PrunePlan>> 
                         Some((hit, pos)) => {
                             account(&mut marks, &hit, pos);
                         }
-                        None if marks.table().is_tainted() => return Ok(None),
+                        None if marks.table().is_tainted() => return Ok(tainted(repo, marks)),
                         None => {
                             return Err(missing(format!(
                                 "chunk {} needed by snapshot {sid} is not in the index",
@@ -336,7 +342,7 @@ fn plan_once(repo: &mut Repo, opts: &PruneOptions) -> Result<Option<PrunePlan>> 
         }
     }
     if marks.table().is_tainted() {
-        return Ok(None);
+        return Ok(tainted(repo, marks));
     }
 
     // Classify packs.

@@ -317,3 +317,68 @@ fn cache_trust_copied_cache_of_another_repository_is_not_trusted() {
     );
     assert_repository_holds(&env, &snap, &b);
 }
+
+/// (issue 14) prune marks reachability over the cache's run files, so a tampered cache must
+/// not make it delete a pack in use. Here every entry of backup C's index file is made to
+/// name backup A's pack instead (what an attacker would do to get C's pack deleted once A is
+/// forgotten). The MAC check fails, prune rebuilds the cache and plans again: A's packs go,
+/// C's stay, and C restores byte-exact without the cache.
+#[test]
+fn cache_trust_tampered_cache_does_not_mislead_prune() {
+    let env = small_chunk_env();
+    let a = noise(200_000, 11);
+    let c = noise(200_000, 12);
+    let snap_a = env.backup(&a, &["--name", "a"]);
+    let packs_a = names(&env, "data");
+    let snap_c = env.backup(&c, &["--name", "c"]);
+    let packs_c: Vec<String> = names(&env, "data")
+        .into_iter()
+        .filter(|p| !packs_a.contains(p))
+        .collect();
+    assert!(!packs_c.is_empty());
+    // Forget A (by hand: `forget` takes a policy, and A and C are different series).
+    let a_file = env
+        .files_under("snapshots")
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == snap_a))
+        .unwrap();
+    std::fs::remove_file(a_file).unwrap();
+    let db = cache_file(&env.cache_or_open());
+    let all = entries(&db);
+    let first = all.iter().map(|(_, e)| e.file).min().unwrap();
+    let a_pack = all.iter().find(|(_, e)| e.file == first).unwrap().1.pack;
+    let mut moved = 0;
+    for run_path in run_files(&db) {
+        let v: Vec<RunEntry> = Run::open(&run_path)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                if e.file != first {
+                    e.pack = a_pack;
+                    moved += 1;
+                }
+                e
+            })
+            .collect();
+        rewrite_run(&run_path, v);
+    }
+    assert!(moved > 0);
+    let out = env.run(&["prune", "--json"], b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rebuilding"),
+        "no warning: {}",
+        stderr(&out)
+    );
+    let left = names(&env, "data");
+    for p in &packs_c {
+        assert!(left.contains(p), "C's pack {p} was deleted");
+    }
+    assert!(
+        packs_a.iter().all(|p| !left.contains(p)),
+        "A's packs stay: {left:?}"
+    );
+    assert_repository_holds(&env, &snap_c, &c);
+}
