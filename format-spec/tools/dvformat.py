@@ -9,14 +9,20 @@ section it cites, and no performance work at all.
 
     python3 dvformat.py kat                  print every known-answer vector (10-known-answer-vectors.md)
     python3 dvformat.py negative             check every negative vector is refused as the spec says
-    python3 dvformat.py hashcheck REPO       check every object's name is the BLAKE3 of its bytes (no key)
-    python3 dvformat.py snapshots REPO       list snapshots        (password from $DUMPVAULT_PASSWORD)
+    python3 dvformat.py hashcheck REPO       check every object's name is the BLAKE3 of its bytes, and
+                                             every WAL object's BLAKE3 trailer (no key)
+    python3 dvformat.py snapshots REPO       list snapshots (password or machine secret from
+                                             $DUMPVAULT_PASSWORD, else $DUMPVAULT_PASSWORD_FILE)
     python3 dvformat.py cat REPO SNAP [STREAM] > out   restore a stream byte-exact to stdout
-    python3 dvformat.py check REPO           decode every object and every pack header; read all blobs
-    python3 dvformat.py mkexample DIR        write the worked example repository (password "correct horse")
+    python3 dvformat.py check REPO           decode every object and every pack header; read all blobs and WAL
+    python3 dvformat.py wal REPO             list WAL objects (clear prefixes; with a password, headers too)
+    python3 dvformat.py wal REPO [CLUSTER/]NAME [OUT]   read a WAL object, verified (AW2-AW12), to OUT or stdout
+    python3 dvformat.py mkexample DIR        write the worked example repository (password "correct horse",
+                                             or the machine secret of 10 §14)
 
 Dependencies (PyPI): blake3, pynacl (libsodium's XChaCha20-Poly1305), argon2-cffi (the reference
-Argon2 C code), zstandard (only to read zstd-compressed blobs). See tools/README.md.
+Argon2 C code), zstandard (to read zstd-compressed blobs and WAL frames; `kat` needs it for the
+WAL object of 10 §15). See tools/README.md.
 """
 
 import hashlib
@@ -25,7 +31,6 @@ import math
 import os
 import re
 import sys
-from datetime import datetime
 
 import blake3
 import nacl.bindings as sodium
@@ -146,12 +151,53 @@ def config_mac_key(data_key):
 KEYFILE_MAGIC = b"DVKEYFIL"
 
 
+# 02 "Machine keys": a key file whose three Argon2id parameters are all 0 is opened by a
+# generated 256-bit secret (text form "dvmk1-" + 64 lower-case hex digits), without Argon2id.
+MACHINE_KDF = (0, 0, 0)
+MACHINE_SECRET_PREFIX = "dvmk1-"
+MACHINE_KEY_CONTEXT = "dumpvault machine key v1"
+# K12 trims "white space" at both ends: Unicode's White_Space property (what Rust's str::trim
+# removes). Python's own str.strip() would also remove U+001C..U+001F, which are not White_Space.
+WHITE_SPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def parse_machine_secret(password):
+    """K12: the 32 bytes of a machine secret, or None when `password` is an ordinary password."""
+    try:
+        s = password.decode("utf-8").strip(WHITE_SPACE)
+    except UnicodeDecodeError:
+        return None
+    h = s[len(MACHINE_SECRET_PREFIX):]
+    if not s.startswith(MACHINE_SECRET_PREFIX) or len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        return None
+    return bytes.fromhex(h)
+
+
+def machine_wrap_key(secret, salt):
+    """02: wrap_key = BLAKE3.derive_key("dumpvault machine key v1", secret (32) ‖ salt (32))."""
+    assert len(secret) == 32 and len(salt) == 32
+    return blake3.blake3(secret + salt, derive_key_context=MACHINE_KEY_CONTEXT).digest()
+
+
+def is_machine_keyfile(kf):
+    """K11: all three parameters 0. (One or two zeros: an Argon2id key file below the floor, K2.)"""
+    return (kf["m"], kf["t"], kf["p"]) == MACHINE_KDF
+
+
 def encode_keyfile(mk, repo_id, password, kdf, salt, created, label, nonce=None):
+    """`password` is a machine secret's text form when kdf is MACHINE_KDF (K14: a writer only
+    ever writes a machine key file for a secret it generated)."""
     lab = label.encode("utf-8")
     assert len(lab) <= 256
     hdr = (KEYFILE_MAGIC + u32(1) + repo_id + u32(kdf[0]) + u32(kdf[1]) + u32(kdf[2]) + salt
            + i64(created) + u16(len(lab)) + lab)
-    wrap = argon2id(password, salt, *kdf)
+    if tuple(kdf) == MACHINE_KDF:
+        secret = parse_machine_secret(password)
+        assert secret is not None, "a machine key file needs a machine secret"
+        wrap = machine_wrap_key(secret, salt)
+    else:
+        wrap = argon2id(password, salt, *kdf)
     return hdr + seal(wrap, hdr, master_to_bytes(mk), nonce)
 
 
@@ -182,7 +228,16 @@ def decode_keyfile(b):
 
 
 def unwrap_keyfile(kf, password):
-    wrap = argon2id(password, kf["salt"], kf["m"], kf["t"], kf["p"])
+    """The master key, or None when `password` does not open `kf` (K9). Raises WeakKey for an
+    Argon2id key file outside [floor, ceiling] (K2, K8), before any Argon2 work. A machine key
+    file (K11) is opened only by a machine secret (K12); anything else does not open it."""
+    if is_machine_keyfile(kf):
+        secret = parse_machine_secret(password)
+        if secret is None:
+            return None
+        wrap = machine_wrap_key(secret, kf["salt"])
+    else:
+        wrap = argon2id(password, kf["salt"], kf["m"], kf["t"], kf["p"])
     pt = open_sealed(wrap, kf["aad"], kf["sealed"])
     return None if pt is None else master_from_bytes(pt)
 
@@ -686,6 +741,192 @@ def decode_lock(plain):
     return l
 
 
+# ---------------------------------------------------------------- 13: archived WAL
+WAL_MAGIC = b"DVWALOBJ"
+WAL_VERSION = 1
+WAL_PREFIX_LEN, WAL_TRAILER_LEN = 28, 32
+WAL_FRAME_LEN = 2 * 1024 * 1024
+WAL_MAX_FRAMES = 1024
+WAL_MAX_HEADER = 65536
+WAL_CONFLICT_MARK = ".conflict-"
+WAL_CLUSTER = re.compile(r"[a-z0-9_-]{1,32}", re.ASCII)
+WAL_FILE_PART = re.compile(r"[A-Za-z0-9._-]{1,80}", re.ASCII)
+WAL_FILE_NAME = re.compile(r"[0-9A-F]{24}(?:\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history", re.ASCII)
+
+
+def wal_listable(cluster, file):
+    """AW1, the backend-level shape check: a name a reader lists at all (everything else under
+    wal/ — temp files, dot files, deeper paths — is ignored)."""
+    return bool(WAL_CLUSTER.fullmatch(cluster) and WAL_FILE_PART.fullmatch(file) and not file.startswith("."))
+
+
+def wal_classify(file):
+    """AW1 / 13 "Names": (the WAL file name the object is sealed as, is a conflict copy).
+    (None, False) is a stray: listed, but not WAL, never read."""
+    if WAL_CONFLICT_MARK in file:
+        base, tag = file.split(WAL_CONFLICT_MARK, 1)
+        if WAL_FILE_NAME.fullmatch(base) and re.fullmatch(r"[0-9a-f]{16}", tag, re.ASCII):
+            return base, True
+        return None, False
+    return (file if WAL_FILE_NAME.fullmatch(file) else None), False
+
+
+def wal_long_header(data):
+    """13 "Prefix": (seg_size, sysid) from a segment's long page header, or (0, 0)."""
+    if len(data) < 40 or not int.from_bytes(data[2:4], "little") & 0x0002:
+        return 0, 0
+    seg_size = int.from_bytes(data[32:36], "little")
+    if seg_size & (seg_size - 1) or not (1 << 20) <= seg_size <= (1 << 30):
+        return 0, 0
+    return seg_size, int.from_bytes(data[24:32], "little")
+
+
+def wal_prefix(seg_size, mtime_ms, header_len):
+    return WAL_MAGIC + u32(WAL_VERSION) + u32(seg_size) + i64(mtime_ms) + u32(header_len)
+
+
+def wal_header_aad(prefix, cluster, file):
+    """13 "Associated data": the 28 prefix bytes ‖ "/" ‖ cluster ‖ "/" ‖ file (the archived
+    file's name, never a conflict copy's)."""
+    return prefix + b"/" + cluster.encode("ascii") + b"/" + file.encode("ascii")
+
+
+def wal_frame_aad(prefix, keyed_id, i):
+    return prefix + keyed_id + u32(i)
+
+
+def wal_header_plain(plain_len, sysid, keyed_id, archived_ms, frames):
+    """frames: (sealed_len, raw_len, compression) per frame."""
+    return (u64(plain_len) + u64(sysid) + keyed_id + i64(archived_ms) + u32(len(frames))
+            + b"".join(u32(s) + u32(r) + bytes([c]) for s, r, c in frames))
+
+
+def encode_wal(mk, cluster, file, data, mtime_ms, archived_ms, bodies=None, nonces=None, zstd_level=3,
+               keyed_id=None):
+    """AW13: the WAL object for `data` archived as `file` of `cluster`. `bodies`, if given, are
+    (compression, body) per 2 MiB frame (the known-answer vector pins its zstd frame, since
+    compressors differ in their output); otherwise each frame is compressed with zstd and kept
+    compressed only if smaller. `nonces`: header nonce, then one per frame (random if None)."""
+    pieces = [data[i:i + WAL_FRAME_LEN] for i in range(0, len(data), WAL_FRAME_LEN)]
+    assert len(pieces) <= WAL_MAX_FRAMES
+    if bodies is None:
+        import zstandard
+        bodies = []
+        for p in pieces:
+            z = zstandard.ZstdCompressor(level=zstd_level).compress(p)
+            bodies.append((1, z) if len(z) < len(p) else (0, p))
+    assert len(bodies) == len(pieces)
+    nonces = nonces or [None] * (1 + len(pieces))
+    name = WAL_FILE_NAME.fullmatch(file)
+    assert name, f"{file!r} is not a WAL file name"
+    seg_size, sysid = wal_long_header(data) if not file.endswith((".backup", ".history")) else (0, 0)
+    header_len = SEAL_OVERHEAD + 60 + 9 * len(pieces)
+    prefix = wal_prefix(seg_size, mtime_ms, header_len)
+    keyed_id = chunk_id(mk["id_key"], data) if keyed_id is None else keyed_id  # (another: negative vectors)
+    sealed = [seal(mk["data_key"], wal_frame_aad(prefix, keyed_id, i), body, nonces[1 + i])
+              for i, (_, body) in enumerate(bodies)]
+    hp = wal_header_plain(len(data), sysid, keyed_id, archived_ms,
+                          [(len(s), len(p), c) for s, p, (c, _) in zip(sealed, pieces, bodies)])
+    sh = seal(mk["data_key"], wal_header_aad(prefix, cluster, file), hp, nonces[0])
+    assert len(sh) == header_len
+    body = prefix + sh + b"".join(sealed)
+    return body + blake3.blake3(body).digest()
+
+
+def wal_parse_prefix(b):
+    """AW2-AW4 on the first 28 bytes (no key)."""
+    if len(b) < WAL_PREFIX_LEN or b[:8] != WAL_MAGIC:
+        raise Corrupt("wal: not a dumpvault WAL object (bad magic or too short)")
+    version = int.from_bytes(b[8:12], "little")
+    if version == 0:
+        raise Corrupt("wal: WAL object version 0 is never valid")
+    if version != WAL_VERSION:
+        raise Unsupported(f"WAL object version {version}")
+    p = {"seg_size": int.from_bytes(b[12:16], "little"),
+         "mtime_ms": int.from_bytes(b[16:24], "little", signed=True),
+         "header_len": int.from_bytes(b[24:28], "little")}
+    if not SEAL_OVERHEAD + 60 <= p["header_len"] <= WAL_MAX_HEADER:
+        raise Corrupt("wal: header length out of range")
+    return p
+
+
+def wal_check_trailer(b):
+    """AW2-AW6: everything that can be checked without a key."""
+    p = wal_parse_prefix(b)
+    if len(b) < WAL_PREFIX_LEN + p["header_len"] + WAL_TRAILER_LEN:
+        raise Corrupt("wal: truncated")
+    if blake3.blake3(b[:-WAL_TRAILER_LEN]).digest() != b[-WAL_TRAILER_LEN:]:
+        raise Corrupt("wal: content does not match its BLAKE3 trailer")
+    return p
+
+
+def wal_open_header(mk, cluster, file, b):
+    """AW2-AW4, AW7, AW8 on the first 28 + H bytes (a ranged read is enough)."""
+    p = wal_parse_prefix(b)
+    end = WAL_PREFIX_LEN + p["header_len"]
+    if len(b) < end:
+        raise Corrupt("wal: truncated header")
+    plain = open_sealed(mk["data_key"], wal_header_aad(b[:WAL_PREFIX_LEN], cluster, file), b[WAL_PREFIX_LEN:end])
+    if plain is None:
+        raise Corrupt("wal: header fails authentication (damaged, or moved from another name)")
+    r = Reader(plain, "wal header")
+    h = {"plain_len": r.uint(8), "sysid": r.uint(8), "keyed_id": r.take(32), "archived_ms": r.sint(8)}
+    n = r.uint(4)
+    if n > WAL_MAX_FRAMES or r.remaining() < 9 * n:
+        raise Corrupt("wal: bad frame count")
+    h["frames"] = []
+    for _ in range(n):
+        f = {"sealed_len": r.uint(4), "raw_len": r.uint(4), "comp": r.uint(1)}
+        if f["comp"] not in (0, 1):
+            raise Corrupt("wal: unknown compression")
+        if f["raw_len"] > WAL_FRAME_LEN or f["sealed_len"] < SEAL_OVERHEAD:
+            raise Corrupt("wal: frame length out of range")
+        h["frames"].append(f)
+    if sum(f["raw_len"] for f in h["frames"]) != h["plain_len"] or r.remaining():
+        raise Corrupt("wal: frame lengths disagree with the plaintext length")
+    return p, h
+
+
+def wal_decode(mk, cluster, name, b):
+    """13 "Reading an archived file, step by step" (AW2-AW12) on the object stored as
+    wal/<cluster>/<name>: returns (prefix, header, plaintext); no byte is returned unless every
+    check passed."""
+    file, _ = wal_classify(name)
+    if file is None:
+        raise Corrupt(f"wal: {name!r} is not a WAL file name or a conflict copy (a stray)")
+    wal_check_trailer(b)
+    p, h = wal_open_header(mk, cluster, file, b)
+    off, end_of_frames = WAL_PREFIX_LEN + p["header_len"], len(b) - WAL_TRAILER_LEN
+    out = []
+    for i, f in enumerate(h["frames"]):
+        if off + f["sealed_len"] > end_of_frames:
+            raise Corrupt("wal: frames run past the end")
+        body = open_sealed(mk["data_key"], wal_frame_aad(b[:WAL_PREFIX_LEN], h["keyed_id"], i),
+                           b[off:off + f["sealed_len"]])
+        if body is None:
+            raise Corrupt(f"wal: frame {i} fails authentication")
+        out.append((f, body))
+        off += f["sealed_len"]
+    if off != end_of_frames:
+        raise Corrupt("wal: bytes after the last frame")
+    plain = bytearray()
+    for f, body in out:
+        if f["comp"] == 1:
+            import zstandard
+            try:
+                piece = zstandard.ZstdDecompressor().decompress(body, max_output_size=f["raw_len"])
+            except zstandard.ZstdError as x:
+                raise Corrupt(f"wal: zstd: {x}")
+        else:
+            piece = body
+        if len(piece) != f["raw_len"]:
+            raise Corrupt("wal: a frame's plaintext length differs from its raw_len")
+        plain += piece
+    if chunk_id(mk["id_key"], bytes(plain)) != h["keyed_id"]:
+        raise Corrupt("wal: plaintext does not match its keyed hash")
+    return p, h, bytes(plain)
+
+
 # ---------------------------------------------------------------- a local repository
 KIND_DIRS = {"key": "keys", "index": "index", "snapshot": "snapshots", "lock": "locks"}
 
@@ -728,34 +969,65 @@ class LocalRepo:
             raise Corrupt(f"{kind} {name}: range beyond the end")
         return b
 
+    def wal_names(self):
+        """13 "Local and S3 layout": (cluster, file) of every WAL object listed under wal/, in
+        byte order; a missing wal/ or wal/<cluster>/ is empty, and names failing AW1's shape
+        check (temp files, dot files, other directories) are not listed."""
+        base = os.path.join(self.root, "wal")
+        if not os.path.isdir(base):
+            return []
+        out = []
+        for c in sorted(os.listdir(base)):
+            d = os.path.join(base, c)
+            if not os.path.isdir(d):
+                continue
+            for f in sorted(os.listdir(d)):
+                if wal_listable(c, f) and os.path.isfile(os.path.join(d, f)):
+                    out.append((c, f))
+        return out
+
+    def wal_get(self, cluster, name):
+        with open(os.path.join(self.root, "wal", cluster, name), "rb") as f:
+            return f.read()
+
     def open(self, password):
         with open(os.path.join(self.root, "config"), "rb") as f:
             self.config_bytes = f.read()
         self.config = decode_config(self.config_bytes)
-        weak, parsed, same_repo = None, 0, 0
-        for name in self.names("key"):
+        # 02 "Opening a repository: the order key files are tried".
+        names = self.names("key")
+        if not names:
+            raise Corrupt("the repository has no key files")
+        machine = parse_machine_secret(password) is not None  # K12, decided once
+        weak, first_err, parsed, same_repo = None, None, 0, 0
+        for name in names:
             try:
                 kf = decode_keyfile(self.get("key", name))
-            except (Corrupt, Unsupported):
+            except (Corrupt, Unsupported, OSError) as x:
+                first_err = first_err or x
                 continue
             parsed += 1
             if kf["repo_id"] != self.config["repo_id"]:
                 continue
             same_repo += 1
+            if is_machine_keyfile(kf) != machine:  # K13: a secret tries machine key files only
+                continue
             try:
                 mk = unwrap_keyfile(kf, password)
             except WeakKey as x:
                 weak = weak or x
                 continue
             if mk is not None:
-                self.mk = mk
+                self.mk, self.key_name = mk, name
                 verify_config_mac(self.config_bytes, mk["data_key"])
                 return
         if weak:
             raise weak
-        if parsed and not same_repo:  # 02, opening step 4: the config's repo_id was altered or swapped
+        if not parsed:
+            raise first_err
+        if not same_repo:  # the config's repo_id was altered or swapped
             raise Corrupt("config: its repository id matches no key file")
-        raise SystemExit("no key file opens with this password")
+        raise SystemExit("no key file opens with this password" + (" (machine secret)" if machine else ""))
 
     def index(self):
         files = {n: open_index_object(self.mk["data_key"], self.get("index", n))
@@ -893,6 +1165,78 @@ def kat():
     v["is_boundary"] = [is_boundary(bytes([0x00, 0xFC]) + bytes(30)), is_boundary(bytes([0x00, 0x03]) + bytes(30)),
                         is_boundary(bytes([0x01, 0x00]) + bytes(30))]
     v.update(tree_vector())
+    v.update(machine_key_vector(mk))
+    v.update(wal_vector(mk))
+    return v
+
+
+# 10 §14: a machine secret, its wrapping key, and a machine key file wrapping §4's master key.
+MACHINE_KAT_SECRET = MACHINE_SECRET_PREFIX + bytes(range(0xE0, 0x100)).hex()
+
+
+def machine_key_vector(mk):
+    v = {}
+    secret = parse_machine_secret(MACHINE_KAT_SECRET.encode())
+    assert secret == bytes(range(0xE0, 0x100))
+    assert parse_machine_secret(b" \t" + MACHINE_KAT_SECRET.encode() + b"\r\n") == secret
+    assert parse_machine_secret(MACHINE_KAT_SECRET.upper().encode()) is None
+    assert parse_machine_secret(("\u3000" + MACHINE_KAT_SECRET + "\x85").encode()) == secret
+    assert parse_machine_secret((MACHINE_KAT_SECRET + "\x1f").encode()) is None  # not White_Space
+    v["machine_secret"] = MACHINE_KAT_SECRET
+    v["machine_wrap_key"] = machine_wrap_key(secret, bytes([7]) * 32).hex()
+    kb = encode_keyfile(mk, bytes([9]) * 32, MACHINE_KAT_SECRET.encode(), MACHINE_KDF, bytes([7]) * 32,
+                        1700000000, "wal@db1", bytes(range(0x40, 0x58)))
+    kf = decode_keyfile(kb)
+    assert is_machine_keyfile(kf) and unwrap_keyfile(kf, MACHINE_KAT_SECRET.encode()) == mk
+    assert unwrap_keyfile(kf, b"correct horse") is None
+    assert unwrap_keyfile(kf, (MACHINE_SECRET_PREFIX + "00" * 32).encode()) is None
+    v["machine_keyfile"], v["machine_keyfile_id"] = kb.hex(), object_id(kb).hex()
+    return v
+
+
+# 10 §15: a WAL object. The file is 2 MiB + 16 bytes named as segment 3 of timeline 1: a long
+# page header (16 MiB segments, system identifier WAL_KAT_SYSID), zeros up to 2 MiB, then
+# "hello, dumpvault"; so frame 0 is stored zstd-compressed (the zstd frame is pinned below) and
+# frame 1 raw.
+WAL_KAT_CLUSTER, WAL_KAT_FILE = "main", "000000010000000000000003"
+WAL_KAT_SYSID = 7301234567890123456
+WAL_KAT_MTIME_MS, WAL_KAT_ARCHIVED_MS = 1700000000000, 1700000001234
+WAL_KAT_ZSTD = bytes.fromhex(
+    "28b52ffda000002000140100b813d1020001000300c0bae4e82732536500000001002000031000d6ffb9c626c0010200"
+    "10000200100002001000020010000200100002001000020010000200100002001000020010000200100002001000020010"
+    "000200100003001000")
+
+
+def wal_kat_plaintext():
+    page = (u16(0xD113) + u16(0x0002) + u32(1) + u64(3 * (16 << 20)) + u32(0) + bytes(4)
+            + u64(WAL_KAT_SYSID) + u32(16 << 20) + u32(8192))
+    assert len(page) == 40
+    return page + bytes(WAL_FRAME_LEN - 40) + b"hello, dumpvault"
+
+
+def wal_vector(mk):
+    v = {}
+    data = wal_kat_plaintext()
+    import zstandard
+    assert zstandard.ZstdDecompressor().decompress(WAL_KAT_ZSTD, max_output_size=WAL_FRAME_LEN) == data[:WAL_FRAME_LEN]
+    nonces = [bytes(range(0xA0, 0xB8)), bytes(range(0xC0, 0xD8)), bytes(range(0xE0, 0xF8))]
+    ob = encode_wal(mk, WAL_KAT_CLUSTER, WAL_KAT_FILE, data, WAL_KAT_MTIME_MS, WAL_KAT_ARCHIVED_MS,
+                    bodies=[(1, WAL_KAT_ZSTD), (0, data[WAL_FRAME_LEN:])], nonces=nonces)
+    p, h, plain = wal_decode(mk, WAL_KAT_CLUSTER, WAL_KAT_FILE, ob)
+    assert plain == data and p["seg_size"] == 16 << 20 and h["sysid"] == WAL_KAT_SYSID
+    assert [(f["raw_len"], f["comp"]) for f in h["frames"]] == [(WAL_FRAME_LEN, 1), (16, 0)]
+    keyed = chunk_id(mk["id_key"], data)
+    prefix = ob[:WAL_PREFIX_LEN]
+    v["wal_plain_len"], v["wal_plain_blake3"] = len(data), object_id(data).hex()
+    v["wal_keyed_id"] = keyed.hex()
+    v["wal_zstd_frame0"] = WAL_KAT_ZSTD.hex()
+    v["wal_header_aad"] = wal_header_aad(prefix, WAL_KAT_CLUSTER, WAL_KAT_FILE).hex()
+    v["wal_frame_aads"] = [wal_frame_aad(prefix, keyed, i).hex() for i in range(2)]
+    v["wal_header_plain"] = wal_header_plain(len(data), WAL_KAT_SYSID, keyed, WAL_KAT_ARCHIVED_MS,
+                                             [(f["sealed_len"], f["raw_len"], f["comp"]) for f in h["frames"]]).hex()
+    v["wal_object"], v["wal_object_len"] = ob.hex(), len(ob)
+    v["wal_trailer"] = ob[-WAL_TRAILER_LEN:].hex()
+    v["wal_conflict_copy"] = f"{WAL_KAT_FILE}{WAL_CONFLICT_MARK}{keyed.hex()[:16]}"
     return v
 
 
@@ -1086,6 +1430,70 @@ def negative_vectors():
     liar = pre + envelope_seal(K, "index", bytes.fromhex(v["index_plain"]), bytes(range(0xC0, 0xD8)), bound=pre)
     cases.append(("index", "re-sealed with a clear-text list naming pack 00…00 instead of the body's pack", "IX4", "damaged",
                   lambda: open_index_object(K, liar)))
+    # §14, the machine key file (opened with the §14 secret unless said otherwise).
+    mkf, secret = v["machine_keyfile"], v["machine_secret"].encode()
+    cases += [
+        ("machine key file", "bytes 44-47 = 01 00 00 00 (m_cost 1, t_cost and p_cost 0)", "K2", "weak",
+         lambda: unwrap_keyfile(decode_keyfile(mutate(mkf, [(44, 1)])), secret)),
+        ("machine key file", "byte 56 ^= 1 (salt)", "K9", "not opened",
+         lambda: unwrap_keyfile(decode_keyfile(mutate(mkf, [(56, bytes.fromhex(mkf)[56] ^ 1)])), secret)),
+        ("machine key file", "opened with the secret in upper case (not a machine secret, K12)", "K12", "not opened",
+         lambda: unwrap_keyfile(decode_keyfile(bytes.fromhex(mkf)), secret.upper())),
+        ("machine key file", "opened with the password correct horse", "K13", "not opened",
+         lambda: unwrap_keyfile(decode_keyfile(bytes.fromhex(mkf)), b"correct horse")),
+    ]
+    # §15, the WAL object, read as main/000000010000000000000003 unless said otherwise. "trailer
+    # recomputed": the edit is made, then the last 32 bytes are set to the BLAKE3 of the rest,
+    # so that only the key can tell.
+    wal = v["wal_object"]
+
+    def retrail(b):
+        return b[:-WAL_TRAILER_LEN] + blake3.blake3(b[:-WAL_TRAILER_LEN]).digest()
+
+    def wal_read(b, cluster=WAL_KAT_CLUSTER, name=WAL_KAT_FILE):
+        return wal_decode(mk, cluster, name, b)
+    cases += [
+        ("wal", "byte 0 = 00", "AW2", "damaged", lambda: wal_read(mutate(wal, [(0, 0)]))),
+        ("wal", "first 27 bytes only", "AW2", "damaged", lambda: wal_read(mutate(wal, truncate=27))),
+        ("wal", "byte 8 = 00 (version 0)", "AW3", "damaged", lambda: wal_read(mutate(wal, [(8, 0)]))),
+        ("wal", "byte 8 = 02 (version 2)", "AW3", "too new", lambda: wal_read(mutate(wal, [(8, 2)]))),
+        ("wal", "bytes 24-27 = 63 00 00 00 (H = 99)", "AW4", "damaged", lambda: wal_read(mutate(wal, [(24, 0x63)]))),
+        ("wal", "bytes 24-27 = 01 00 01 00 (H = 65 537)", "AW4", "damaged",
+         lambda: wal_read(mutate(wal, [(24, 1), (25, 0), (26, 1)]))),
+        ("wal", "first 177 bytes only (28 + H + 32 = 178)", "AW5", "damaged", lambda: wal_read(mutate(wal, truncate=177))),
+        ("wal", "byte 200 ^= 1 (frame 0 ciphertext)", "AW6", "damaged",
+         lambda: wal_check_trailer(mutate(wal, [(200, bytes.fromhex(wal)[200] ^ 1)]))),
+        ("wal", "last byte removed", "AW6", "damaged", lambda: wal_check_trailer(mutate(wal, truncate=379))),
+        ("wal", "byte 15 = 02 (seg_size 32 MiB), trailer recomputed", "AW7", "damaged",
+         lambda: wal_read(retrail(mutate(wal, [(15, 2)])))),
+        ("wal", "byte 16 ^= 1 (mtime_ms), trailer recomputed", "AW7", "damaged",
+         lambda: wal_read(retrail(mutate(wal, [(16, bytes.fromhex(wal)[16] ^ 1)])))),
+        ("wal", "read as main/000000010000000000000004", "AW7", "damaged",
+         lambda: wal_read(bytes.fromhex(wal), name="000000010000000000000004")),
+        ("wal", "read as other/000000010000000000000003", "AW7", "damaged",
+         lambda: wal_read(bytes.fromhex(wal), cluster="other")),
+        ("wal", "byte 200 ^= 1 (frame 0 ciphertext), trailer recomputed", "AW10", "damaged",
+         lambda: wal_read(retrail(mutate(wal, [(200, bytes.fromhex(wal)[200] ^ 1)])))),
+        ("wal", "bytes 146-291 and 292-347 (frames 0 and 1) exchanged, trailer recomputed", "AW10", "damaged",
+         lambda: wal_read(retrail(bytes.fromhex(wal)[:146] + bytes.fromhex(wal)[292:348]
+                                  + bytes.fromhex(wal)[146:292] + bytes.fromhex(wal)[348:]))),
+        ("wal", "one byte inserted before the trailer, trailer recomputed", "AW9", "damaged",
+         lambda: wal_read(retrail(bytes.fromhex(wal)[:348] + b"\0" + bytes.fromhex(wal)[348:]))),
+    ]
+    # Re-encoded with the key (as the P11 and IX4 rows): consistent seals around a lie.
+    data = wal_kat_plaintext()
+    as_raw = encode_wal(mk, WAL_KAT_CLUSTER, WAL_KAT_FILE, data, WAL_KAT_MTIME_MS, WAL_KAT_ARCHIVED_MS,
+                        bodies=[(0, WAL_KAT_ZSTD), (0, data[WAL_FRAME_LEN:])])
+    other_id = bytearray(chunk_id(mk["id_key"], data))
+    other_id[0] ^= 1
+    lying_id = encode_wal(mk, WAL_KAT_CLUSTER, WAL_KAT_FILE, data, WAL_KAT_MTIME_MS, WAL_KAT_ARCHIVED_MS,
+                          bodies=[(1, WAL_KAT_ZSTD), (0, data[WAL_FRAME_LEN:])], keyed_id=bytes(other_id))
+    cases += [
+        ("wal", "re-encoded with frame 0 marked compression 0 (its zstd body kept)", "AW11", "damaged",
+         lambda: wal_read(as_raw)),
+        ("wal", "re-encoded with keyed_id byte 0 ^= 1 (header and frame AADs agree with it)", "AW12", "damaged",
+         lambda: wal_read(lying_id)),
+    ]
     return cases
 
 
@@ -1109,20 +1517,70 @@ def check_negative():
 
 def make_example(root):
     """Write the worked example of 10-known-answer-vectors.md as a local repository at `root`.
-    Password: "correct horse". It holds one snapshot whose one stream is b"hello, dumpvault"."""
+    Password: "correct horse", or the §14 machine secret. It holds one snapshot whose one stream
+    is b"hello, dumpvault", and the §15 WAL object main/000000010000000000000003."""
     v = kat()
     for d in ("keys", "index", "snapshots", "locks"):
         os.makedirs(os.path.join(root, d))
     for i in range(256):
         os.makedirs(os.path.join(root, "data", f"{i:02x}"))
+    os.makedirs(os.path.join(root, "wal", WAL_KAT_CLUSTER))
     files = {"config": v["config"],
              f"keys/{v['keyfile_id']}": v["keyfile"],
+             f"keys/{v['machine_keyfile_id']}": v["machine_keyfile"],
+             f"wal/{WAL_KAT_CLUSTER}/{WAL_KAT_FILE}": v["wal_object"],
              f"data/{v['pack_id'][:2]}/{v['pack_id']}": v["pack"],
              f"index/{v['index_id']}": v["index"],
              f"snapshots/{v['snapshot_id']}": v["snapshot"]}
     for path, hexbytes in files.items():
         with open(os.path.join(root, path), "wb") as f:
             f.write(bytes.fromhex(hexbytes))
+
+
+def password_from_env():
+    """$DUMPVAULT_PASSWORD verbatim, else the first line of $DUMPVAULT_PASSWORD_FILE without its
+    line ending (02 "Argon2id"): a password or a machine secret (`key add-machine`'s file)."""
+    if "DUMPVAULT_PASSWORD" in os.environ:
+        return os.environ["DUMPVAULT_PASSWORD"].encode()
+    if "DUMPVAULT_PASSWORD_FILE" in os.environ:
+        with open(os.environ["DUMPVAULT_PASSWORD_FILE"], "rb") as f:
+            line = f.read().split(b"\n", 1)[0]
+        return line[:-1] if line.endswith(b"\r") else line
+    return b""
+
+
+def split_wal_arg(arg):
+    """`CLUSTER/NAME`, or `NAME` of cluster main (13 "Names")."""
+    cluster, _, name = arg.rpartition("/")
+    cluster = cluster or "main"
+    if not wal_listable(cluster, name):
+        raise SystemExit(f"{arg!r} is not a WAL object name (AW1)")
+    return cluster, name
+
+
+def print_wal_listing(repo, mk):
+    """One line per WAL object: its clear prefix (AW2-AW4, no key), and with the key its header
+    (AW7, AW8: plaintext length, system identifier, frames, keyed_id)."""
+    for cluster, name in repo.wal_names():
+        file, conflict = wal_classify(name)
+        if file is None:
+            print(f"{cluster}/{name}: stray (not a WAL file name), not read")
+            continue
+        b = repo.wal_get(cluster, name)
+        try:
+            p = wal_parse_prefix(b)
+            line = (f"{cluster}/{name}: {len(b)} bytes, seg_size {p['seg_size']}, "
+                    f"mtime_ms {p['mtime_ms']}, H {p['header_len']}")
+            if mk is not None:
+                _, h = wal_open_header(mk, cluster, file, b)
+                line += (f", plain_len {h['plain_len']}, sysid {h['sysid']}, {len(h['frames'])} frames "
+                         f"({''.join('z' if f['comp'] else '-' for f in h['frames'])}), "
+                         f"keyed_id {h['keyed_id'].hex()[:16]}")
+            if conflict:
+                line += f" (conflict copy of {file})"
+            print(line)
+        except (Corrupt, Unsupported) as x:
+            print(f"{cluster}/{name}: {x}")
 
 
 def main(argv):
@@ -1149,10 +1607,39 @@ def main(argv):
                 except (Corrupt, FileNotFoundError) as x:
                     print(f"BAD {kind} {n}: {x}")
                     bad += 1
+        # WAL objects are named by PostgreSQL, not by their hash: their BLAKE3 trailer does the
+        # same job (AW2-AW6, 13 "Checking without a key"). Strays are reported, never read.
+        for cluster, name in repo.wal_names():
+            if wal_classify(name)[0] is None:
+                print(f"note: wal {cluster}/{name} is not a WAL file name or a conflict copy (stray, not read)")
+                continue
+            try:
+                wal_check_trailer(repo.wal_get(cluster, name))
+            except FileNotFoundError:
+                continue  # deleted by a prune since the listing (N3)
+            except (Corrupt, Unsupported) as x:
+                print(f"BAD wal {cluster}/{name}: {x}")
+                bad += 1
         print("ok" if not bad else f"{bad} damaged objects")
         return 1 if bad else 0
-    pw = os.environ.get("DUMPVAULT_PASSWORD", "").encode()
-    repo.open(pw)
+    if cmd == "wal" and len(argv) == 3 and "DUMPVAULT_PASSWORD" not in os.environ \
+            and "DUMPVAULT_PASSWORD_FILE" not in os.environ:
+        print_wal_listing(repo, None)  # the clear prefixes only: no key needed
+        return 0
+    repo.open(password_from_env())
+    if cmd == "wal":
+        if len(argv) == 3:
+            print_wal_listing(repo, repo.mk)
+            return 0
+        cluster, name = split_wal_arg(argv[3])
+        p, h, data = wal_decode(repo.mk, cluster, name, repo.wal_get(cluster, name))
+        if len(argv) > 4:
+            with open(argv[4], "wb") as f:
+                f.write(data)
+        else:
+            sys.stdout.buffer.write(data)
+        print(f"{cluster}/{name}: {len(data)} bytes, {len(h['frames'])} frames, verified (AW2-AW12)", file=sys.stderr)
+        return 0
     if cmd == "snapshots":
         for n, s in sorted(repo.snapshots(), key=lambda x: (time_key(x[1]["time"]), x[0])):
             print(n[:8], s["time"], s["host"], s["name"], sum(st["size"] for st in s["streams"]))
@@ -1191,7 +1678,12 @@ def main(argv):
         for n, s in repo.snapshots():
             for st in s["streams"]:
                 repo.cat(st, open(os.devnull, "wb"))
-        print(f"ok: {len(idx)} blobs indexed")
+        wal_files = 0
+        for cluster, name in repo.wal_names():
+            if wal_classify(name)[0] is not None:
+                wal_decode(repo.mk, cluster, name, repo.wal_get(cluster, name))
+                wal_files += 1
+        print(f"ok: {len(idx)} blobs indexed, {wal_files} WAL objects read")
         return 0
     print(__doc__)
     return 2

@@ -1,23 +1,30 @@
 //! The known-answer and negative vectors of `format-spec/10-known-answer-vectors.md`, as
 //! dumpvault reads them: the rows the spec marks as needing a dumpvault test (the version-0
-//! rows, the exact B1/B2 and t_cost procedures, key-file opening precedence) and the
-//! multi-level tree of §13, written by dumpvault's own backup and restored.
+//! rows, the exact B1/B2 and t_cost procedures, key-file opening precedence), the
+//! multi-level tree of §13, written by dumpvault's own backup and restored, the machine key of
+//! §14 (secret, wrapping key, key file, opening a repository) and the WAL object of §15
+//! (rebuilt from 13's layout, read by dumpvault's decoder, compared with its writers' output,
+//! and its negative rows).
 
 use std::sync::Arc;
 
 use dumpvault::backend::memory::MemoryBackend;
 use dumpvault::backend::Backend;
-use dumpvault::crypto::MasterKey;
+use dumpvault::crypto::{
+    machine_wrap_key, parse_machine_secret, seal_with_nonce, KdfParams, MasterKey,
+};
 use dumpvault::error::{Error, ObjectKind};
 use dumpvault::format::config::Config;
 use dumpvault::format::envelope;
 use dumpvault::format::index::IndexFile;
 use dumpvault::format::keyfile::KeyFile;
-use dumpvault::format::pack::{self as fpack, BlobKind};
+use dumpvault::format::pack::{self as fpack, BlobKind, Compression};
 use dumpvault::format::tree::TreeNode;
-use dumpvault::id::ObjectId;
+use dumpvault::format::wal as fwal;
+use dumpvault::id::{ChunkId, ObjectId};
 use dumpvault::ops::backup::{backup, BackupOptions};
 use dumpvault::ops::restore::restore;
+use dumpvault::ops::wal::{self, Archive};
 use dumpvault::repo::{OpenOptions, Repo};
 use dumpvault::snapshot::Source;
 
@@ -394,4 +401,598 @@ fn key_opening_precedence() {
     open(&[&damaged, &w_first, &w_last, &good], pw).unwrap();
     let e = open(&[&damaged, &good], b"wrong").unwrap_err();
     assert!(matches!(e, Error::WrongPassword), "{e}");
+}
+
+// ---------------------------------------------------------------- 10 §14: machine keys
+
+/// 10 §14: the machine secret `e0 e1 … ff`, in its text form (K12).
+const MACHINE_SECRET: &str =
+    "dvmk1-e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+/// 10 §14: `BLAKE3.derive_key("dumpvault machine key v1", secret ‖ salt)`, salt 32 × `07`.
+const MACHINE_WRAP_KEY: &str = "ad3303f9148ed705cd5229ed120c2e643ce848ce4614af64166c61c5ccf1a14c";
+/// 10 §14: the machine key file wrapping §4's master key (label `wal@db1`, nonce `N`).
+const MACHINE_KEY_FILE: &str = concat!(
+    "44564b455946494c010000000909090909090909090909090909090909090909",
+    "0909090909090909090909090000000000000000000000000707070707070707",
+    "07070707070707070707070707070707070707070707070700f1536500000000",
+    "070077616c40646231404142434445464748494a4b4c4d4e4f50515253545556",
+    "57f79725ec07860c7a84b21c64bb96896001746cb1af3db8302b890b8d7baed3",
+    "7caeda6e67fb2a776e799814707edf726be567c10fbe9071413e984f7e8fbfa5",
+    "e1dd0921e026b4c61cb46cdb7312bbdf21da797af93a6cb7aa",
+);
+const MACHINE_KEY_FILE_ID: &str =
+    "ccb4d5ac524f28989034651020e4f50a999bd2e2224626b27c23e0f2772eb1f3";
+
+/// `start, start + 1, …`: the nonces of 10.
+fn nonce(start: u8) -> [u8; 24] {
+    core::array::from_fn(|i| start + i as u8)
+}
+
+/// 10 §14, recomputed with the library: the secret's parsing (K12), the wrapping key, the key
+/// file (sealed with the library's AEAD under that key, over the library's encoding of the
+/// fields), and its opening; then the §14 negative rows.
+#[test]
+fn machine_key_vector() {
+    let secret = parse_machine_secret(MACHINE_SECRET.as_bytes()).expect("a machine secret");
+    let want: [u8; 32] = core::array::from_fn(|i| 0xe0 + i as u8);
+    assert_eq!(*secret, want);
+    // K12: white space at both ends is removed; upper case, another length or prefix is not
+    // a machine secret but an ordinary password.
+    let spaced = format!(" \t{MACHINE_SECRET}\r\n");
+    assert_eq!(*parse_machine_secret(spaced.as_bytes()).unwrap(), want);
+    // "White space" is Unicode's White_Space (02, K12): U+3000 is, U+001F is not.
+    let wide = format!("\u{3000}{MACHINE_SECRET}\u{85}");
+    assert_eq!(*parse_machine_secret(wide.as_bytes()).unwrap(), want);
+    let unit_sep = format!("{MACHINE_SECRET}\u{1f}");
+    assert!(parse_machine_secret(unit_sep.as_bytes()).is_none());
+    for not in [
+        MACHINE_SECRET.to_uppercase(),
+        MACHINE_SECRET[..69].to_string(),
+        format!("{MACHINE_SECRET}0"),
+        MACHINE_SECRET.replace("dvmk1-", "dvmk2-"),
+    ] {
+        assert!(parse_machine_secret(not.as_bytes()).is_none(), "{not}");
+    }
+    let wrap = machine_wrap_key(&secret, &[7; 32]);
+    assert_eq!(hex::encode(*wrap), MACHINE_WRAP_KEY);
+
+    let mut kf = KeyFile {
+        repo_id: [9; 32],
+        kdf: KdfParams::MACHINE,
+        salt: [7; 32],
+        created: 1_700_000_000,
+        label: "wal@db1".into(),
+        sealed: Vec::new(),
+    };
+    let aad = kf.encode(); // bytes 0 .. 98+L: everything before the nonce
+    assert_eq!(aad.len(), 98 + 7);
+    kf.sealed = seal_with_nonce(&wrap, &nonce(0x40), &aad, &master().to_bytes());
+    let b = kf.encode();
+    assert_eq!(hex::encode(&b), MACHINE_KEY_FILE);
+    assert_eq!(b.len(), 217);
+    assert_eq!(ObjectId::of(&b).to_hex(), MACHINE_KEY_FILE_ID);
+
+    let decode = |b: &[u8]| KeyFile::decode(&ObjectId::of(b), b).unwrap();
+    let d = decode(&b);
+    assert_eq!(d, kf);
+    assert!(d.is_machine(), "K11: all three parameters 0");
+    let m = d
+        .unwrap(MACHINE_SECRET.as_bytes())
+        .unwrap()
+        .expect("the secret opens it");
+    assert_eq!(&m.to_bytes()[..], &master().to_bytes()[..]);
+    let m = d.unwrap(spaced.as_bytes()).unwrap().expect("K12 trims");
+    assert_eq!(m.data_key, master().data_key);
+    // Negative rows of §14.
+    assert!(d.unwrap(b"correct horse").unwrap().is_none(), "K13");
+    let upper = MACHINE_SECRET.to_uppercase();
+    assert!(d.unwrap(upper.as_bytes()).unwrap().is_none(), "K12");
+    let other = format!("dvmk1-{}", "00".repeat(32));
+    assert!(d.unwrap(other.as_bytes()).unwrap().is_none(), "K9");
+    let salt = decode(&with(MACHINE_KEY_FILE, 56, 0x06));
+    assert!(
+        salt.unwrap(MACHINE_SECRET.as_bytes()).unwrap().is_none(),
+        "K9"
+    );
+    let m1 = decode(&with(MACHINE_KEY_FILE, 44, 1));
+    assert!(!m1.is_machine());
+    assert!(
+        matches!(
+            m1.unwrap(MACHINE_SECRET.as_bytes()),
+            Err(Error::WeakKeyParameters(_))
+        ),
+        "K2: one parameter non-zero is an Argon2id key file below the floor"
+    );
+}
+
+/// 02 "Opening a repository", K13, with the §6 and §14 key files: a machine secret opens the
+/// machine key file and is never tried on the Argon2id one, a password the reverse.
+#[test]
+fn machine_key_opens_the_repository() {
+    let backend = kat_repository((8192, 32768, 131072));
+    let mkf = bytes(MACHINE_KEY_FILE);
+    backend
+        .put(ObjectKind::Key, MACHINE_KEY_FILE_ID, &mkf)
+        .unwrap();
+    let oo = OpenOptions::default();
+    let open = |pw: &[u8]| Repo::open(Arc::clone(&backend), pw, &oo);
+    let r = open(MACHINE_SECRET.as_bytes()).unwrap();
+    assert_eq!(r.key_id.to_hex(), MACHINE_KEY_FILE_ID);
+    assert_eq!(&r.key.to_bytes()[..], &master().to_bytes()[..]);
+    let r = open(b"correct horse").unwrap();
+    assert_eq!(r.key_id, ObjectId::of(&bytes(KEY_FILE)));
+    let other = format!("dvmk1-{}", "00".repeat(32));
+    assert!(matches!(open(other.as_bytes()), Err(Error::WrongPassword)));
+    // Without the §6 key file a password meets no key file it may try: "wrong password",
+    // although the machine key file is of this repository (step 4.4).
+    backend
+        .delete(ObjectKind::Key, &ObjectId::of(&bytes(KEY_FILE)).to_hex())
+        .unwrap();
+    assert!(matches!(open(b"correct horse"), Err(Error::WrongPassword)));
+    open(MACHINE_SECRET.as_bytes()).unwrap();
+    // §14 with m_cost 1: an Argon2id key file below the floor. A secret skips it (K13: "wrong
+    // password"); a password is refused by it (K2).
+    backend
+        .delete(ObjectKind::Key, MACHINE_KEY_FILE_ID)
+        .unwrap();
+    let weak = with(MACHINE_KEY_FILE, 44, 1);
+    backend
+        .put(ObjectKind::Key, &ObjectId::of(&weak).to_hex(), &weak)
+        .unwrap();
+    assert!(matches!(
+        open(MACHINE_SECRET.as_bytes()),
+        Err(Error::WrongPassword)
+    ));
+    assert!(matches!(
+        open(b"correct horse"),
+        Err(Error::WeakKeyParameters(_))
+    ));
+}
+
+// ---------------------------------------------------------------- 10 §15: a WAL object
+
+const WAL_CLUSTER: &str = "main";
+const WAL_FILE: &str = "000000010000000000000003";
+const WAL_SEG_SIZE: u32 = 16 << 20;
+const WAL_SYSID: u64 = 7_301_234_567_890_123_456;
+const WAL_MTIME_MS: i64 = 1_700_000_000_000;
+const WAL_ARCHIVED_MS: i64 = 1_700_000_001_234;
+/// The unkeyed BLAKE3 of §15's file (2 097 168 bytes).
+const WAL_PLAIN_BLAKE3: &str = "b779b4d432c669debd93c2e54609c8bc999a05894290932e43e0815df696b39d";
+/// `keyed_id`: BLAKE3 keyed with `I` of the file.
+const WAL_KEYED_ID: &str = "2f94270d69c346b47fb25ee86fefae5ed2ecac3b2cdaa2b3cc3eb148a27b0c57";
+/// Frame 0's body: a zstd frame of the file's first 2 MiB (pinned: compressors differ).
+const WAL_ZSTD_FRAME0: &str = concat!(
+    "28b52ffda000002000140100b813d1020001000300c0bae4e827325365000000",
+    "01002000031000d6ffb9c626c001020010000200100002001000020010000200",
+    "1000020010000200100002001000020010000200100002001000020010000200",
+    "10000200100003001000",
+);
+/// The header AAD: prefix ‖ "/main/" ‖ file.
+const WAL_HEADER_AAD: &str = concat!(
+    "445657414c4f424a01000000000000010068e5cf8b010000760000002f6d6169",
+    "6e2f303030303030303130303030303030303030303030303033",
+);
+/// Frame 0's AAD (frame 1's ends in `01000000`): prefix ‖ keyed_id ‖ u32 0.
+const WAL_FRAME0_AAD: &str = concat!(
+    "445657414c4f424a01000000000000010068e5cf8b010000760000002f94270d",
+    "69c346b47fb25ee86fefae5ed2ecac3b2cdaa2b3cc3eb148a27b0c5700000000",
+);
+/// The header plaintext (78 bytes).
+const WAL_HEADER_PLAIN: &str = concat!(
+    "1000200000000000c0bae4e8273253652f94270d69c346b47fb25ee86fefae5e",
+    "d2ecac3b2cdaa2b3cc3eb148a27b0c57d26ce5cf8b0100000200000092000000",
+    "0000200001380000001000000000",
+);
+/// The stored object (380 bytes).
+const WAL_OBJECT: &str = concat!(
+    "445657414c4f424a01000000000000010068e5cf8b01000076000000a0a1a2a3",
+    "a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b755ec2a1db75da4aca1d5c961",
+    "5602f0a5143eb821c3c58c6d62f2d50f884c5068036b06146a9cde7f69d5df1e",
+    "394fa379774ac3365169d0a7f8b701eabb2172836672c67cadd3683d997c4a6c",
+    "785dd759c3ac85ed5c8a447e36447de896a7c0c1c2c3c4c5c6c7c8c9cacbcccd",
+    "cecfd0d1d2d3d4d5d6d7d82ba52e3c1695b3e5d7dbf7ec7bfcb2a20c4b508c78",
+    "0087b037abff0b67fdbbcc76b61dc1101f4f431d4206dc421efc654616ce3255",
+    "ced40e9f4da18cd6f675481439b32db92d510d4f0d90f703b279256dead819a1",
+    "a262a029b7732a904ec85f00451a7c2b36e7f83a56f96caa9fe2f1c5003e9ea3",
+    "2a8a420be0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f72c9e910e",
+    "fbca3e6b9ca0410c48aff7badaee246a0b49874edbd468106cab6b76675cc499",
+    "306640e2ece74a39b38da3ea84f2ad3e00e5b15c3bb49da691fcb96a",
+);
+/// The conflict copy's name: the file's name ‖ `.conflict-` ‖ the first 16 hex of keyed_id.
+const WAL_CONFLICT_COPY: &str = "000000010000000000000003.conflict-2f94270d69c346b4";
+
+/// §15's file: a long page header (16 MiB segments, system identifier [`WAL_SYSID`]), zeros up
+/// to 2 MiB, then `hello, dumpvault`.
+fn wal_plaintext() -> Vec<u8> {
+    let mut d = vec![0u8; fwal::FRAME_LEN + 16];
+    d[0..2].copy_from_slice(&0xD113u16.to_le_bytes()); // xlp_magic (not checked)
+    d[2..4].copy_from_slice(&2u16.to_le_bytes()); // xlp_info: XLP_LONG_HEADER
+    d[4..8].copy_from_slice(&1u32.to_le_bytes()); // xlp_tli
+    d[8..16].copy_from_slice(&(3 * u64::from(WAL_SEG_SIZE)).to_le_bytes()); // xlp_pageaddr
+    d[24..32].copy_from_slice(&WAL_SYSID.to_le_bytes()); // xlp_sysid
+    d[32..36].copy_from_slice(&WAL_SEG_SIZE.to_le_bytes()); // xlp_seg_size
+    d[36..40].copy_from_slice(&8192u32.to_le_bytes()); // xlp_xlog_blcksz
+    d[fwal::FRAME_LEN..].copy_from_slice(b"hello, dumpvault");
+    d
+}
+
+/// §15's prefix, byte by byte as 13 lays it out.
+fn wal_prefix() -> Vec<u8> {
+    let mut p = b"DVWALOBJ".to_vec();
+    p.extend_from_slice(&1u32.to_le_bytes());
+    p.extend_from_slice(&WAL_SEG_SIZE.to_le_bytes());
+    p.extend_from_slice(&WAL_MTIME_MS.to_le_bytes());
+    p.extend_from_slice(&(100u32 + 9 * 2).to_le_bytes());
+    p
+}
+
+/// 13 "Associated data, byte for byte".
+fn wal_header_aad(prefix: &[u8], cluster: &str, file: &str) -> Vec<u8> {
+    [prefix, b"/", cluster.as_bytes(), b"/", file.as_bytes()].concat()
+}
+
+fn wal_frame_aad(prefix: &[u8], keyed_id: &[u8], i: u32) -> Vec<u8> {
+    [prefix, keyed_id, &i.to_le_bytes()].concat()
+}
+
+/// 10 §15 rebuilt from 13's layout with the library's primitives (keyed BLAKE3, the AEAD with
+/// the vector's nonces), then read by dumpvault's decoder and by `wal fetch`'s reader.
+#[test]
+fn wal_object_vector() {
+    let k = master();
+    let data = wal_plaintext();
+    assert_eq!(ObjectId::of(&data).to_hex(), WAL_PLAIN_BLAKE3);
+    assert_eq!(
+        dumpvault::pg::segment_header(&data),
+        Some((WAL_SYSID, WAL_SEG_SIZE)),
+        "seg_size and sysid from the long page header"
+    );
+    let keyed = ChunkId::compute(&k.id_key, &data).0;
+    assert_eq!(hex::encode(keyed), WAL_KEYED_ID);
+    let z = bytes(WAL_ZSTD_FRAME0);
+    let mut frame0 = vec![0u8; fwal::FRAME_LEN];
+    dumpvault::compress::decompress_into(Compression::Zstd, &z, &mut frame0).unwrap();
+    assert_eq!(frame0, data[..fwal::FRAME_LEN], "the pinned zstd frame");
+
+    let prefix = wal_prefix();
+    assert_eq!(prefix.len(), fwal::PREFIX_LEN);
+    let haad = wal_header_aad(&prefix, WAL_CLUSTER, WAL_FILE);
+    assert_eq!(hex::encode(&haad), WAL_HEADER_AAD);
+    assert_eq!(haad.len(), 58);
+    assert_eq!(
+        hex::encode(wal_frame_aad(&prefix, &keyed, 0)),
+        WAL_FRAME0_AAD
+    );
+    let f0 = seal_with_nonce(
+        &k.data_key,
+        &nonce(0xc0),
+        &wal_frame_aad(&prefix, &keyed, 0),
+        &z,
+    );
+    let f1 = seal_with_nonce(
+        &k.data_key,
+        &nonce(0xe0),
+        &wal_frame_aad(&prefix, &keyed, 1),
+        &data[fwal::FRAME_LEN..],
+    );
+    let mut hp = Vec::new();
+    hp.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    hp.extend_from_slice(&WAL_SYSID.to_le_bytes());
+    hp.extend_from_slice(&keyed);
+    hp.extend_from_slice(&WAL_ARCHIVED_MS.to_le_bytes());
+    hp.extend_from_slice(&2u32.to_le_bytes());
+    for (sealed, raw, comp) in [(&f0, fwal::FRAME_LEN, 1u8), (&f1, 16, 0)] {
+        hp.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        hp.extend_from_slice(&(raw as u32).to_le_bytes());
+        hp.push(comp);
+    }
+    assert_eq!(hex::encode(&hp), WAL_HEADER_PLAIN);
+    let hs = seal_with_nonce(&k.data_key, &nonce(0xa0), &haad, &hp);
+    let mut obj = [&prefix[..], &hs, &f0, &f1].concat();
+    let trailer = ObjectId::of(&obj);
+    obj.extend_from_slice(&trailer.0);
+    assert_eq!(hex::encode(&obj), WAL_OBJECT);
+    assert_eq!(obj.len(), 160 + 49 * 2 + z.len() + 16, "13 \"Sizes\"");
+
+    // dumpvault's decoder: every field of the prefix and the header, and the frames' bodies.
+    let name = format!("{WAL_CLUSTER}/{WAL_FILE}");
+    let want_prefix = fwal::Prefix {
+        seg_size: WAL_SEG_SIZE,
+        mtime_ms: WAL_MTIME_MS,
+        header_len: 118,
+    };
+    assert_eq!(fwal::parse_prefix(&name, &obj).unwrap(), want_prefix);
+    assert_eq!(fwal::check_trailer(&name, &obj).unwrap(), want_prefix);
+    let (p, h, frames) = fwal::decode(&k, WAL_CLUSTER, WAL_FILE, &name, &obj).unwrap();
+    assert_eq!(p, want_prefix);
+    assert_eq!(
+        (h.plain_len, h.sysid, h.keyed_id, h.archived_ms),
+        (data.len() as u64, WAL_SYSID, keyed, WAL_ARCHIVED_MS)
+    );
+    let infos = vec![
+        fwal::FrameInfo {
+            sealed_len: 146,
+            raw_len: fwal::FRAME_LEN as u32,
+            compression: Compression::Zstd,
+        },
+        fwal::FrameInfo {
+            sealed_len: 56,
+            raw_len: 16,
+            compression: Compression::None,
+        },
+    ];
+    assert_eq!(h.frames, infos);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[0].1, z);
+    assert_eq!(frames[1].1, b"hello, dumpvault");
+    // The header alone, from the first 28 + H bytes (one ranged read).
+    let (_, h2) = fwal::open_header(&k, WAL_CLUSTER, WAL_FILE, &name, &obj[..146]).unwrap();
+    assert_eq!(h2, h);
+
+    // `wal fetch`'s reader (AW11, AW12 too): under its name, and stored as a conflict copy
+    // (sealed as the file it copies, AW7); pushing the same file again writes nothing (AW14).
+    let backend = MemoryBackend::default();
+    backend.create().unwrap();
+    backend.put(ObjectKind::Wal, &name, &obj).unwrap();
+    let copy = format!("{WAL_CLUSTER}/{WAL_CONFLICT_COPY}");
+    backend.put(ObjectKind::Wal, &copy, &obj).unwrap();
+    let ar = Archive {
+        backend: &backend,
+        key: &k,
+        zstd_level: 3,
+    };
+    for object in [WAL_FILE, WAL_CONFLICT_COPY] {
+        let o = wal::read_object(ar, WAL_CLUSTER, object).unwrap();
+        assert_eq!((o.prefix, &o.header), (want_prefix, &h), "{object}");
+        assert!(o.data == data, "{object}: the file back");
+    }
+    let pushed = wal::store(ar, WAL_CLUSTER, WAL_FILE, &data, 5).unwrap();
+    assert!(!pushed.stored, "same content: success with nothing written");
+    assert_eq!(backend.get(ObjectKind::Wal, &name).unwrap(), obj);
+}
+
+/// dumpvault's writers lay §15 out exactly as the vector, but for the random nonces (so the
+/// ciphertexts and the trailer differ): same length and prefix, and every sealed item opens
+/// under 13's AAD to the vector's plaintext.
+#[test]
+fn wal_object_writers_match_the_vector() {
+    let k = master();
+    let data = wal_plaintext();
+    let keyed = ChunkId::compute(&k.id_key, &data).0;
+    let want = bytes(WAL_OBJECT);
+    let prefix = wal_prefix();
+    let open = |b: &[u8], aad: &[u8]| dumpvault::crypto::open(&k.data_key, aad, b);
+    let check_trailer = |b: &[u8]| {
+        let (body, t) = b.split_at(b.len() - 32);
+        assert_eq!(ObjectId::of(body).0, t, "trailer");
+    };
+
+    // format::wal::encode, given the vector's frames.
+    let frames = vec![
+        fwal::Frame {
+            raw_len: fwal::FRAME_LEN as u32,
+            compression: Compression::Zstd,
+            bytes: bytes(WAL_ZSTD_FRAME0),
+        },
+        fwal::Frame {
+            raw_len: 16,
+            compression: Compression::None,
+            bytes: data[fwal::FRAME_LEN..].to_vec(),
+        },
+    ];
+    let ours = fwal::encode(
+        &k,
+        WAL_CLUSTER,
+        WAL_FILE,
+        WAL_SEG_SIZE,
+        WAL_MTIME_MS,
+        data.len() as u64,
+        WAL_SYSID,
+        keyed,
+        WAL_ARCHIVED_MS,
+        frames,
+    );
+    assert_eq!(ours.len(), want.len());
+    assert_eq!(ours[..28], want[..28], "prefix");
+    assert_ne!(ours[28..52], want[28..52], "a fresh random nonce");
+    let haad = wal_header_aad(&prefix, WAL_CLUSTER, WAL_FILE);
+    assert_eq!(
+        open(&ours[28..146], &haad).expect("header AAD"),
+        bytes(WAL_HEADER_PLAIN)
+    );
+    assert_eq!(
+        open(&ours[146..292], &wal_frame_aad(&prefix, &keyed, 0)).expect("frame 0 AAD"),
+        bytes(WAL_ZSTD_FRAME0)
+    );
+    assert_eq!(
+        open(&ours[292..348], &wal_frame_aad(&prefix, &keyed, 1)).expect("frame 1 AAD"),
+        b"hello, dumpvault"
+    );
+    check_trailer(&ours);
+
+    // ops::wal::store (what `wal push` runs) from the file alone: seg_size and sysid from the
+    // long page header, frames of 2 MiB, frame 0 compressed and frame 1 raw (zstd would not
+    // be smaller), keyed_id; archived_ms is its clock, and its zstd output may differ from the
+    // pinned frame in length.
+    let backend = MemoryBackend::default();
+    backend.create().unwrap();
+    let ar = Archive {
+        backend: &backend,
+        key: &k,
+        zstd_level: 3,
+    };
+    let r = wal::store(ar, WAL_CLUSTER, WAL_FILE, &data, WAL_MTIME_MS).unwrap();
+    assert!(r.stored);
+    let b = backend
+        .get(ObjectKind::Wal, &format!("{WAL_CLUSTER}/{WAL_FILE}"))
+        .unwrap();
+    assert_eq!(b[..28], want[..28], "prefix");
+    let hp = open(&b[28..146], &haad).expect("header AAD");
+    let want_hp = bytes(WAL_HEADER_PLAIN);
+    assert_eq!(hp.len(), want_hp.len());
+    assert_eq!(hp[..48], want_hp[..48], "plain_len, sysid, keyed_id");
+    assert_eq!(hp[56..60], want_hp[56..60], "F");
+    assert_eq!(
+        hp[64..],
+        want_hp[64..],
+        "frame entries but frame 0's sealed_len"
+    );
+    let f0_len = u32::from_le_bytes(hp[60..64].try_into().unwrap()) as usize;
+    let f0 = open(&b[146..146 + f0_len], &wal_frame_aad(&prefix, &keyed, 0)).expect("frame 0");
+    let mut raw = vec![0u8; fwal::FRAME_LEN];
+    dumpvault::compress::decompress_into(Compression::Zstd, &f0, &mut raw).unwrap();
+    assert!(raw == data[..fwal::FRAME_LEN]);
+    let f1 = &b[146 + f0_len..b.len() - 32];
+    assert_eq!(
+        open(f1, &wal_frame_aad(&prefix, &keyed, 1)).expect("frame 1"),
+        b"hello, dumpvault"
+    );
+    check_trailer(&b);
+}
+
+/// The §15 rows of 10's negative vectors, through dumpvault's decoder (`wal fetch`'s reader
+/// for AW11 and AW12): what each must be refused as.
+#[test]
+fn wal_object_negative_vectors() {
+    let k = master();
+    let obj = bytes(WAL_OBJECT);
+    let data = wal_plaintext();
+    let keyed = ChunkId::compute(&k.id_key, &data).0;
+    let name = format!("{WAL_CLUSTER}/{WAL_FILE}");
+    let edit = |edits: &[(usize, u8)]| {
+        let mut b = obj.clone();
+        for &(off, v) in edits {
+            b[off] = v;
+        }
+        b
+    };
+    let flip = |off: usize| edit(&[(off, obj[off] ^ 1)]);
+    let retrail = |mut b: Vec<u8>| {
+        let n = b.len() - 32;
+        let t = ObjectId::of(&b[..n]);
+        b[n..].copy_from_slice(&t.0);
+        b
+    };
+    let decode = |b: &[u8], cluster: &str, file: &str| {
+        fwal::decode(&k, cluster, file, &format!("{cluster}/{file}"), b).map(|_| ())
+    };
+    let read = |b: &[u8]| decode(b, WAL_CLUSTER, WAL_FILE);
+    let keyless = |b: &[u8]| fwal::check_trailer(&name, b).map(|_| ());
+    let swapped = [&obj[..146], &obj[292..348], &obj[146..292], &obj[348..]].concat();
+    let inserted = [&obj[..348], &[0][..], &obj[348..]].concat();
+    let rows: Vec<(&str, dumpvault::Result<()>, &str)> = vec![
+        ("AW2 byte 0 = 00", read(&edit(&[(0, 0)])), "bad magic"),
+        ("AW2 first 27 bytes", read(&obj[..27]), "bad magic"),
+        ("AW3 version 0", read(&edit(&[(8, 0)])), "version 0"),
+        ("AW4 H = 99", read(&edit(&[(24, 0x63)])), "header length"),
+        (
+            "AW4 H = 65 537",
+            read(&edit(&[(24, 1), (25, 0), (26, 1)])),
+            "header length",
+        ),
+        ("AW5 first 177 bytes", read(&obj[..177]), "truncated"),
+        ("AW6 byte 200 ^= 1", keyless(&flip(200)), "trailer"),
+        ("AW6 last byte removed", keyless(&obj[..379]), "trailer"),
+        (
+            "AW7 seg_size 32 MiB, trailer recomputed",
+            read(&retrail(edit(&[(15, 2)]))),
+            "header fails authentication",
+        ),
+        (
+            "AW7 mtime_ms, trailer recomputed",
+            read(&retrail(flip(16))),
+            "header fails authentication",
+        ),
+        (
+            "AW7 read as main/…04",
+            decode(&obj, WAL_CLUSTER, "000000010000000000000004"),
+            "header fails authentication",
+        ),
+        (
+            "AW7 read as other/…03",
+            decode(&obj, "other", WAL_FILE),
+            "header fails authentication",
+        ),
+        (
+            "AW10 byte 200 ^= 1, trailer recomputed",
+            read(&retrail(flip(200))),
+            "frame 0 fails authentication",
+        ),
+        (
+            "AW10 frames exchanged, trailer recomputed",
+            read(&retrail(swapped)),
+            "frame 0 fails authentication",
+        ),
+        (
+            "AW9 one byte inserted before the trailer, trailer recomputed",
+            read(&retrail(inserted)),
+            "bytes after the last frame",
+        ),
+    ];
+    for (what, got, detail) in rows {
+        let e = got.expect_err(what);
+        assert!(is_damage(&e, detail), "{what}: {e}");
+        assert_eq!(e.exit_code(), 7, "{what}");
+    }
+    let e = read(&edit(&[(8, 2)])).unwrap_err();
+    assert!(
+        matches!(e, Error::UnsupportedVersion { found: 2, .. }),
+        "AW3 version 2: {e}"
+    );
+    assert_eq!(e.exit_code(), 8);
+
+    // Re-encoded with the key: consistent seals around a lie.
+    let reencode = |compression0: Compression, keyed_id: [u8; 32]| {
+        let frames = vec![
+            fwal::Frame {
+                raw_len: fwal::FRAME_LEN as u32,
+                compression: compression0,
+                bytes: bytes(WAL_ZSTD_FRAME0),
+            },
+            fwal::Frame {
+                raw_len: 16,
+                compression: Compression::None,
+                bytes: data[fwal::FRAME_LEN..].to_vec(),
+            },
+        ];
+        let b = fwal::encode(
+            &k,
+            WAL_CLUSTER,
+            WAL_FILE,
+            WAL_SEG_SIZE,
+            WAL_MTIME_MS,
+            data.len() as u64,
+            WAL_SYSID,
+            keyed_id,
+            WAL_ARCHIVED_MS,
+            frames,
+        );
+        let backend = MemoryBackend::default();
+        backend.create().unwrap();
+        backend.put(ObjectKind::Wal, &name, &b).unwrap();
+        let ar = Archive {
+            backend: &backend,
+            key: &k,
+            zstd_level: 3,
+        };
+        wal::read_object(ar, WAL_CLUSTER, WAL_FILE).map(|_| ())
+    };
+    let mut lying = keyed;
+    lying[0] ^= 1;
+    for (what, got, detail) in [
+        (
+            "AW11 frame 0 marked compression 0",
+            reencode(Compression::None, keyed),
+            "decompressed to",
+        ),
+        (
+            "AW12 keyed_id byte 0 ^= 1",
+            reencode(Compression::Zstd, lying),
+            "keyed hash",
+        ),
+    ] {
+        let e = got.expect_err(what);
+        assert!(is_damage(&e, detail), "{what}: {e}");
+    }
 }
