@@ -46,6 +46,7 @@
 //! | `SCALE_COLD_MAX` | unset (all) | largest N (millions) whose empty-cache restore is measured |
 //! | `SCALE_ONLY` | all | row groups to measure, comma separated: `index` (in-process load and lookups), `cli` (`snapshots`, 1 MiB `backup`/`restore`), `incr` (the incremental backup), `cold` (empty-cache restore), `many` (`snapshots`/`restore`/1 MiB `backup` at M snapshots), `prune` (`fsck`, `prune --dry-run`, `prune`); `cold` and `many` need `cli` |
 //! | `KEEP` | unset | `1`: leave the repositories and caches in `SCALE_DIR` |
+//! | `SCALE_GIT` | `git describe` now | the checkout named in the output (scale.sh records it before building) |
 
 mod common;
 
@@ -892,7 +893,7 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
     }
 
     if cfg.groups.incr && cfg.incr_mb > 0 {
-        say(format!("  CLI: backup of {} MiB, twice", cfg.incr_mb));
+        say(format!("  CLI: backup of {} MiB, 4 times", cfg.incr_mb));
         let p = cfg.dir.join(format!("stream-{}MiB.bin", cfg.incr_mb));
         if !p.exists() {
             std::fs::write(&p, random_bytes(cfg.incr_mb * MIB, 99))?;
@@ -1334,6 +1335,24 @@ fn main() -> Res<()> {
         .into());
     }
     std::fs::create_dir_all(&cfg.dir)?;
+    // The checkout the binaries were built from: scale.sh records it before building (commits
+    // landing during a run would otherwise be named).
+    let git = std::env::var("SCALE_GIT").unwrap_or_else(|_| {
+        Command::new("git")
+            .args([
+                "-C",
+                &manifest.to_string_lossy(),
+                "describe",
+                "--always",
+                "--dirty",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map_or("(not a git checkout)".into(), |o| {
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            })
+    });
     let t0 = Instant::now();
     let mut rows = Vec::new();
     for n in std::iter::once(0).chain(sizes.iter().map(|m| (m * 1e6).round() as u64)) {
@@ -1345,22 +1364,8 @@ fn main() -> Res<()> {
             tables(&cfg, &rows)
         ));
     }
-    let git = Command::new("git")
-        .args([
-            "-C",
-            &manifest.to_string_lossy(),
-            "describe",
-            "--always",
-            "--dirty",
-        ])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or("(not a git checkout)".into(), |o| {
-            String::from_utf8_lossy(&o.stdout).trim().to_string()
-        });
     println!(
-        "dumpvault scale bench: {git}, {} cores, binary {}, {:.0} s in all",
+        "dumpvault scale bench: built from {git}, {} cores, binary {}, {:.0} s in all",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cfg.cli.bin.display(),
         t0.elapsed().as_secs_f64()

@@ -22,6 +22,9 @@ fi
 dir=${SCALE_DIR:-/tmp/dvscale}
 mkdir -p "$dir/bin"
 
+# What the binaries are built from, recorded before the build (commits may land during a run).
+SCALE_GIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
+export SCALE_GIT
 flock /tmp/cargo.lock nice -n 10 cargo build --release --bins >&2
 bench=$(flock /tmp/cargo.lock nice -n 10 cargo bench --bench scale --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/scale-[^"]*"' | tail -n 1 | cut -d'"' -f4)
