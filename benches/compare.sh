@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of dumpvault with restic and borg (plus rustic and bupstash when they
-# are already installed) on the same multi-day dump corpus, in one run of this script.
+# Side-by-side comparison of dumpvault with restic, borg, rustic and bupstash on the same
+# multi-day dump corpus, in one run of this script.
 #
 # Usage: benches/compare.sh CORPUS_DIR [RUNS]
-#   CORPUS_DIR  holds day files, e.g. the output of ../shared/bench/make-pg-corpus.sh
+#   CORPUS_DIR  holds day files, e.g. ../shared/bench/make-pg-corpus.sh /tmp/pgcorpus 16 4 (README)
 #   RUNS        runs per tool (default 3); every figure is the median over runs
 # Environment:
 #   PATTERN=pg-day*.sql   day files, taken in natural sort order (day0 first)
@@ -13,22 +13,29 @@
 #   DV_RESTORE=stdout     dumpvault restores to stdout redirected to a file, like `restic dump`
 #                         and `borg extract --stdout`; DV_RESTORE=file uses `-o FILE`, which also
 #                         fsyncs the file before renaming it (slower, not like-for-like).
+#   INSTALL_PEERS=1       also install missing bupstash and rustic with `cargo install --locked`
+#                         (slow: ~10-30 min each on 2 cores; INSTALL_JOBS=1 is the -j passed)
 #
 # Per tool and run: a fresh repository (and fresh cache) in a temp dir, `init`, a backup of day 0
 # read from stdin, incremental backups of days 1..N-1 from stdin, then a restore of the last day,
 # checked byte for byte with cmp. Runs are interleaved (run 1 of every tool, then run 2, ...) and
 # the tool order rotates per run, so machine noise hits every tool alike. Each tool uses its
-# default compression: dumpvault zstd-3, restic "auto" (zstd, repository v2), borg lz4; the
-# borg-zstd column adds `--compression zstd,3`. `zstd -T2 -3` of day 0 is timed in every run as
-# the compression floor. Wall time is measured around each command (bash EPOCHREALTIME), peak RSS
-# with /usr/bin/time; the repository size is `du -sb` after each day. Password/key derivation at
-# the start of each command is part of every tool's time, as it is in a real nightly job.
+# default compression: dumpvault zstd-3, restic and rustic "auto" (zstd, repository v2), bupstash
+# zstd:3, borg lz4; the borg-zstd column adds `--compression zstd,3`. `zstd -T2 -3` of day 0 is
+# timed in every run as the compression floor. Wall time is measured around each command (bash
+# EPOCHREALTIME), peak RSS with /usr/bin/time; the repository size is `du -sb` after each day.
+# Password/key derivation at the start of each command is part of every tool's time, as it is in
+# a real nightly job; bupstash reads a key file instead, so it pays no KDF.
+# The table has a `dv / X` column per peer and a `dv / best peer` column that compares dumpvault
+# with the best peer on each row. Below the table, the issue's targets are checked against the
+# fastest peer and against restic.
 # Needs: bash 5, GNU time (/usr/bin/time), zstd, cmp, du, awk. restic and borg are installed with
-# apt-get when missing and this runs as root; a tool that is missing or fails is reported, not fatal.
+# apt-get when missing and this runs as root; bupstash and rustic only with INSTALL_PEERS=1 (else
+# they are skipped when missing). A tool that is missing or fails is reported, not fatal.
 set -euo pipefail
 export LC_ALL=C # '.' as the decimal point, in EPOCHREALTIME and awk alike
 
-usage() { sed -n '5,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '5,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 1 ] && [ $# -le 2 ] || usage
 CORPUS=$1
 RUNS=${2:-${RUNS:-3}}
@@ -68,13 +75,35 @@ if ! command -v restic >/dev/null || ! command -v borg >/dev/null; then
     say "== restic or borg missing and cannot apt-get install (not root or no apt); skipped"
   fi
 fi
+# bupstash and rustic come from crates.io (`cargo install` puts them in ~/.cargo/bin).
+CARGO_BIN=${CARGO_HOME:-$HOME/.cargo}/bin
+[ -d "$CARGO_BIN" ] && case ":$PATH:" in *":$CARGO_BIN:"*) ;; *) PATH=$PATH:$CARGO_BIN ;; esac
+if [ "${INSTALL_PEERS:-0}" = 1 ]; then
+  for crate in bupstash:bupstash rustic-rs:rustic; do
+    bin=${crate#*:}
+    command -v "$bin" >/dev/null && continue
+    command -v cargo >/dev/null || { say "== INSTALL_PEERS=1 but no cargo: $bin skipped"; continue; }
+    if [ "$bin" = bupstash ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q libsodium-dev pkg-config >/dev/null 2>&1 ||
+        say "   apt-get could not install libsodium-dev/pkg-config (bupstash needs them)"
+    fi
+    say "== installing $bin: cargo install --locked ${crate%%:*} (this takes a while)"
+    nice -n 19 cargo install -q --locked -j "${INSTALL_JOBS:-1}" "${crate%%:*}" >&2 ||
+      say "   cargo install ${crate%%:*} failed; $bin is skipped"
+  done
+fi
 WANT=${TOOLS:-dumpvault restic borg borg-zstd rustic bupstash}
 ACTIVE=()
 for t in $WANT; do
   case $t in
     dumpvault) ACTIVE+=("$t") ;;
     restic | rustic | bupstash)
-      if command -v "$t" >/dev/null; then ACTIVE+=("$t"); else say "== $t not installed: skipped"; fi ;;
+      if command -v "$t" >/dev/null; then ACTIVE+=("$t"); else
+        case $t in
+          restic) say "== restic not installed: skipped" ;;
+          *) say "== $t not installed (INSTALL_PEERS=1 installs it with cargo): skipped" ;;
+        esac
+      fi ;;
     borg | borg-zstd)
       [ "$t" = borg-zstd ] && [ "${BORG_ZSTD:-1}" = 0 ] && continue
       if command -v borg >/dev/null; then ACTIVE+=("$t"); else say "== $t not installed: skipped"; fi ;;
@@ -143,20 +172,28 @@ init_borg-zstd() { init_borg; }
 backup_borg-zstd() { CMD=(borg create --compression zstd,3 --stdin-name dump.sql "::day$1" -); }
 restore_borg-zstd() { restore_borg "$1"; }
 
-# rustic and bupstash: used only when already installed (not exercised where this was written).
+# rustic: restic's repository format (v2, zstd "auto"), so the same commands. The config/profile
+# directory and the cache are per run; progress bars are off. `--force` (no parent snapshot) is
+# required: rustic 0.11 gives the stdin entry empty metadata, so with a parent (the previous day)
+# it counts it "unchanged", never reads stdin and saves the parent's content again.
 env_rustic() {
-  export RUSTIC_REPOSITORY=$REPO RUSTIC_PASSWORD=bench XDG_CACHE_HOME=$TMPD/cache XDG_CONFIG_HOME=$TMPD/config
+  export RUSTIC_REPOSITORY=$REPO RUSTIC_PASSWORD=bench RUSTIC_CACHE_DIR=$TMPD/cache RUSTIC_NO_PROGRESS=true \
+    XDG_CACHE_HOME=$TMPD/cache XDG_CONFIG_HOME=$TMPD/config
 }
 init_rustic() { CMD=(rustic init); }
-backup_rustic() { CMD=(rustic backup --stdin-filename dump.sql -); }
+backup_rustic() { CMD=(rustic backup --force --stdin-filename dump.sql -); }
 restore_rustic() { CMD=(rustic dump latest:dump.sql); }
 
+# bupstash: `put -` reads stdin. (`put --exec CMD` runs CMD with stdin on /dev/null, so the
+# former `--exec ... cat` stored an empty item.) Default compression zstd:3; the send log and
+# query cache live in the run's temp dir.
 env_bupstash() {
-  export BUPSTASH_REPOSITORY=$REPO BUPSTASH_KEY=$TMPD/bupstash.key BUPSTASH_QUERY_CACHE=$TMPD/bupstash.qcache
+  export BUPSTASH_REPOSITORY=$REPO BUPSTASH_KEY=$TMPD/bupstash.key BUPSTASH_QUERY_CACHE=$TMPD/bupstash.qcache \
+    BUPSTASH_SEND_LOG=$TMPD/bupstash.sendlog
   bupstash new-key -o "$BUPSTASH_KEY" # untimed: the key lives outside the repository
 }
 init_bupstash() { CMD=(bupstash init); }
-backup_bupstash() { CMD=(bupstash put --exec name=dump.sql "day=$1" cat); } # cat reads the inherited stdin
+backup_bupstash() { CMD=(bupstash put -q name=dump.sql "day=$1" -); }
 restore_bupstash() { CMD=(bupstash get "day=$1"); }
 
 # One tool-run: every step timed, results appended to $RES; any failure aborts this run only.
@@ -286,17 +323,38 @@ ROWS=(
 )
 label() { case $1 in borg) echo "borg(lz4)" ;; borg-zstd) echo "borg(zstd3)" ;; *) echo "$1" ;; esac; }
 fmt() { if [ -n "${2:-}" ]; then printf "$1" "$2"; else printf -- '-'; fi; }
+# ratio KEY DIR PEER: "1.23x" (> 1: dumpvault better), or "-" when either median is missing.
+ratio() {
+  local dv=${MED[dumpvault.$1]:-} pv=${MED[$3.$1]:-}
+  if [ -z "$dv" ] || [ -z "$pv" ]; then echo -; return; fi
+  awk -v d="$dv" -v p="$pv" -v up="$2" 'BEGIN {
+    num = (up == "up") ? d : p; den = (up == "up") ? p : d
+    if (den <= 0) print "-"; else printf "%.2fx", num / den }'
+}
+# best_peer KEY DIR: the peer with the best median on this row (highest for up, lowest for down).
+best_peer() {
+  local p best= bv= v
+  for p in "${PEERS[@]}"; do
+    v=${MED[$p.$1]:-}
+    [ -n "$v" ] || continue
+    if [ -z "$best" ] || awk -v v="$v" -v b="$bv" -v up="$2" 'BEGIN { exit !((up == "up") ? v > b : v < b) }'; then
+      best=$p bv=$v
+    fi
+  done
+  echo "$best"
+}
 W=36
 {
   echo
   echo "dumpvault vs peers on $(basename "$CORPUS")/$PATTERN: $NDAYS days, day 0 = $(awk -v b="${BYTES[0]}" 'BEGIN { printf "%.0f", b / 1e6 }') MB, median of $RUNS interleaved run(s)"
   echo "($VERSIONS; $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo))"
-  echo "compression: dumpvault zstd-3, restic auto (zstd), borg lz4 (default) and zstd,3; MB = 10^6 bytes"
+  echo "compression: dumpvault zstd-3, restic and rustic auto (zstd), borg lz4 (default) and zstd,3, bupstash zstd:3; MB = 10^6 bytes"
   echo "ratio columns 'dv / X': > 1 means dumpvault is better (throughput: dv / X; RSS, sizes, wall ratio: X / dv)"
   echo
   printf "%-${W}s" metric
   for t in "${ACTIVE[@]}"; do printf ' %11s' "$(label "$t")"; done
   for p in "${PEERS[@]}"; do printf ' %14s' "dv / $(label "$p")"; done
+  [ "${#PEERS[@]}" -gt 0 ] && printf '   %-s' "dv / best peer"
   echo
   for row in "${ROWS[@]}"; do
     IFS='|' read -r key name dir f <<<"$row"
@@ -304,21 +362,35 @@ W=36
     [ "$key" = growth_last_mb ] && [ "$NDAYS" -lt 3 ] && continue
     printf "%-${W}s" "$name $([ "$dir" = up ] && echo '(^)' || echo '(v)')"
     for t in "${ACTIVE[@]}"; do printf ' %11s' "$(fmt "$f" "${MED[$t.$key]:-}")"; done
-    dv=${MED[dumpvault.$key]:-}
-    for p in "${PEERS[@]}"; do
-      pv=${MED[$p.$key]:-}
-      if [ -n "$dv" ] && [ -n "$pv" ]; then
-        r=$(awk -v d="$dv" -v p="$pv" -v up="$dir" 'BEGIN {
-              num = (up == "up") ? d : p; den = (up == "up") ? p : d
-              if (den <= 0) print "-"; else printf "%.2fx", num / den }')
-      else r=-; fi
-      printf ' %14s' "$r"
-    done
+    for p in "${PEERS[@]}"; do printf ' %14s' "$(ratio "$key" "$dir" "$p")"; done
+    if [ "${#PEERS[@]}" -gt 0 ]; then
+      best=$(best_peer "$key" "$dir")
+      if [ -n "$best" ]; then printf '   %s (%s)' "$(ratio "$key" "$dir" "$best")" "$(label "$best")"; else printf '   -'; fi
+    fi
     echo
   done
   echo
   echo "(^) higher is better, (v) lower is better. zstd -T2 -3 -c day0 >/dev/null (compression floor): $(fmt %.2f "${MED[zstd.s]}") s = $(mbps "${BYTES[0]}" "${MED[zstd.s]}") MB/s."
   echo "incremental MB/s = bytes of days 1..$LAST / their total wall time; dumpvault restore: $([ "$DV_RESTORE" = file ] && echo '-o FILE (fsynced)' || echo 'stdout > file, like restic dump / borg extract --stdout')."
+  echo "dv / best peer: against the peer with the best median on that row (fastest, smallest, leanest)."
+  # The scale issue's targets: initial backup and restore >= 1.3x the fastest peer, incremental
+  # >= 3.5x restic.
+  target() { # KEY WHAT PEER MIN
+    local r
+    [ -n "$3" ] || { printf '%s: no peer' "$2"; return; }
+    r=$(ratio "$1" up "$3")
+    printf '%s %s %s (>= %sx: %s)' "$2" "$r" "$(label "$3")" "$4" \
+      "$(awk -v r="${r%x}" -v m="$4" 'BEGIN { if (r == "-") print "n/a"; else print (r + 0 >= m) ? "met" : "NOT met" }')"
+  }
+  if [ "${#PEERS[@]}" -gt 0 ]; then
+    printf 'targets: %s; %s' "$(target init_mbps 'initial backup' "$(best_peer init_mbps up)" 1.3)" \
+      "$(target restore_mbps restore "$(best_peer restore_mbps up)" 1.3)"
+    if [ "$NDAYS" -ge 2 ] && [[ " ${PEERS[*]} " == *" restic "* ]]; then
+      printf '; %s' "$(target incr_mbps incremental restic 3.5)"
+    fi
+    echo
+  fi
+  [[ " ${PEERS[*]} " == *" bupstash "* ]] && echo "bupstash reads a key file (no password KDF); every other tool derives its key from a password in each command."
   for t in "${ACTIVE[@]}"; do
     [ "${MED[$t.n]:-0}" = "$RUNS" ] || echo "NOTE: $t succeeded in ${MED[$t.n]:-0} of $RUNS runs (failed runs are excluded)."
   done
