@@ -54,6 +54,29 @@ fn rewrite_run(path: &Path, mut v: Vec<RunEntry>) {
     run::write(path, v.len() as u64, v.into_iter().map(Ok)).unwrap();
 }
 
+/// Make every run entry of the cache whose index-file number `from` accepts name pack number
+/// `pack` instead (what a writer of the cache would do); returns how many were changed.
+fn move_entries(db: &Path, from: impl Fn(u32) -> bool, pack: u32) -> usize {
+    let mut moved = 0;
+    for run_path in run_files(db) {
+        let v: Vec<RunEntry> = Run::open(&run_path)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                if from(e.file) {
+                    e.pack = pack;
+                    moved += 1;
+                }
+                e
+            })
+            .collect();
+        rewrite_run(&run_path, v);
+    }
+    moved
+}
+
 /// The pack ID behind the cache's pack number `num`.
 fn pack_id(db: &Path, num: u32) -> Vec<u8> {
     let c = Connection::open(db).unwrap();
@@ -221,24 +244,7 @@ fn cache_trust_changed_pack_id_is_detected() {
     let first = file_num(&db, &first_file);
     let all = entries(&db);
     let other = all.iter().find(|(_, e)| e.file != first).unwrap().1.pack;
-    let mut moved = 0;
-    for run_path in run_files(&db) {
-        let v: Vec<RunEntry> = Run::open(&run_path)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
-                if e.file == first {
-                    e.pack = other;
-                    moved += 1;
-                }
-                e
-            })
-            .collect();
-        rewrite_run(&run_path, v);
-    }
-    assert!(moved > 0);
+    assert!(move_entries(&db, |f| f == first, other) > 0);
     // The same data again, plus new data: dedups every chunk of `a`.
     let mut b = a.clone();
     b.extend_from_slice(&noise(50_000, 5));
@@ -347,24 +353,7 @@ fn cache_trust_tampered_cache_does_not_mislead_prune() {
     let all = entries(&db);
     let first = all.iter().map(|(_, e)| e.file).min().unwrap();
     let a_pack = all.iter().find(|(_, e)| e.file == first).unwrap().1.pack;
-    let mut moved = 0;
-    for run_path in run_files(&db) {
-        let v: Vec<RunEntry> = Run::open(&run_path)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
-                if e.file != first {
-                    e.pack = a_pack;
-                    moved += 1;
-                }
-                e
-            })
-            .collect();
-        rewrite_run(&run_path, v);
-    }
-    assert!(moved > 0);
+    assert!(move_entries(&db, |f| f != first, a_pack) > 0);
     let out = env.run(&["prune", "--json"], b"");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
