@@ -769,30 +769,7 @@ fn wal_object_writers_match_the_vector() {
     };
 
     // format::wal::encode, given the vector's frames.
-    let frames = vec![
-        fwal::Frame {
-            raw_len: fwal::FRAME_LEN as u32,
-            compression: Compression::Zstd,
-            bytes: bytes(WAL_ZSTD_FRAME0),
-        },
-        fwal::Frame {
-            raw_len: 16,
-            compression: Compression::None,
-            bytes: data[fwal::FRAME_LEN..].to_vec(),
-        },
-    ];
-    let ours = fwal::encode(
-        &k,
-        WAL_CLUSTER,
-        WAL_FILE,
-        WAL_SEG_SIZE,
-        WAL_MTIME_MS,
-        data.len() as u64,
-        WAL_SYSID,
-        keyed,
-        WAL_ARCHIVED_MS,
-        frames,
-    );
+    let ours = encode_vector_wal(&k, &data, Compression::Zstd, keyed);
     assert_eq!(ours.len(), want.len());
     assert_eq!(ours[..28], want[..28], "prefix");
     assert_ne!(ours[28..52], want[28..52], "a fresh random nonce");
@@ -853,6 +830,40 @@ fn wal_object_writers_match_the_vector() {
 
 /// The §15 rows of 10's negative vectors, through dumpvault's decoder (`wal fetch`'s reader
 /// for AW11 and AW12): what each must be refused as.
+/// The §15 object through `format::wal::encode`: the vector's two frames (the first under
+/// `compression0`), sealed with `keyed_id` as the keyed hash.
+fn encode_vector_wal(
+    k: &MasterKey,
+    data: &[u8],
+    compression0: Compression,
+    keyed_id: [u8; 32],
+) -> Vec<u8> {
+    let frames = vec![
+        fwal::Frame {
+            raw_len: fwal::FRAME_LEN as u32,
+            compression: compression0,
+            bytes: bytes(WAL_ZSTD_FRAME0),
+        },
+        fwal::Frame {
+            raw_len: 16,
+            compression: Compression::None,
+            bytes: data[fwal::FRAME_LEN..].to_vec(),
+        },
+    ];
+    fwal::encode(
+        k,
+        WAL_CLUSTER,
+        WAL_FILE,
+        WAL_SEG_SIZE,
+        WAL_MTIME_MS,
+        data.len() as u64,
+        WAL_SYSID,
+        keyed_id,
+        WAL_ARCHIVED_MS,
+        frames,
+    )
+}
+
 #[test]
 fn wal_object_negative_vectors() {
     let k = master();
@@ -944,30 +955,7 @@ fn wal_object_negative_vectors() {
 
     // Re-encoded with the key: consistent seals around a lie.
     let reencode = |compression0: Compression, keyed_id: [u8; 32]| {
-        let frames = vec![
-            fwal::Frame {
-                raw_len: fwal::FRAME_LEN as u32,
-                compression: compression0,
-                bytes: bytes(WAL_ZSTD_FRAME0),
-            },
-            fwal::Frame {
-                raw_len: 16,
-                compression: Compression::None,
-                bytes: data[fwal::FRAME_LEN..].to_vec(),
-            },
-        ];
-        let b = fwal::encode(
-            &k,
-            WAL_CLUSTER,
-            WAL_FILE,
-            WAL_SEG_SIZE,
-            WAL_MTIME_MS,
-            data.len() as u64,
-            WAL_SYSID,
-            keyed_id,
-            WAL_ARCHIVED_MS,
-            frames,
-        );
+        let b = encode_vector_wal(&k, &data, compression0, keyed_id);
         let backend = MemoryBackend::default();
         backend.create().unwrap();
         backend.put(ObjectKind::Wal, &name, &b).unwrap();
