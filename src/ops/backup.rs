@@ -219,7 +219,13 @@ impl<'a> Store<'a> {
     /// Whether `id` is stored already (or earlier in this backup); a hit in the index is
     /// remembered for the pre-commit check.
     fn is_known(&mut self, id: &ChunkId) -> bool {
-        if let Some(h) = self.index.location(id) {
+        let hit = self.index.location(id);
+        self.known_given(id, hit)
+    }
+
+    /// [`Store::is_known`], given the index's answer for `id` (looked up in a batch).
+    fn known_given(&mut self, id: &ChunkId, hit: Option<crate::index::Hit>) -> bool {
+        if let Some(h) = hit {
             self.hits.insert(h.origin);
             return true;
         }
@@ -297,15 +303,9 @@ impl<'a> Store<'a> {
             .collect();
         let mut todo = Vec::new();
         for (i, (id, hit)) in ids.iter().zip(found).enumerate() {
-            match hit {
-                Some(h) => {
-                    self.hits.insert(h.origin);
-                }
-                None if self.pending.contains(id) => {}
-                None => {
-                    self.pending.insert(*id);
-                    todo.push(i);
-                }
+            if !self.known_given(id, hit) {
+                self.pending.insert(*id);
+                todo.push(i);
             }
         }
         let (level, verify) = (self.zstd_level, self.verify);

@@ -43,7 +43,7 @@ use crate::format::keyfile::KeyFile;
 use crate::format::pack::{BlobEntry, BlobKind};
 use crate::format::tree::TreeNode;
 use crate::id::{ChunkId, ObjectId, PackId};
-use crate::index::{Bitmap, Index};
+use crate::index::{Bitmap, Index, Table};
 use crate::repo::{get_verified, list_ids, Repo};
 use crate::snapshot::SnapshotEntry;
 
@@ -275,11 +275,15 @@ struct WalkCtx<'a> {
     watch_chunks: &'a HashSet<ChunkId>,
 }
 
+/// Where the table puts `id`: its pack, entry and table position.
+fn locate(t: &Table, id: &ChunkId) -> Option<(PackId, BlobEntry, u64)> {
+    t.lookup_pos(id)
+        .map(|(h, pos)| (h.origin.pack, h.entry, pos))
+}
+
 impl WalkCtx<'_> {
-    fn locate(&self, id: &ChunkId) -> Option<(PackId, BlobEntry, u64)> {
-        let t = self.index.table().expect("fsck's index is a table");
-        t.lookup_pos(id)
-            .map(|(h, pos)| (h.origin.pack, h.entry, pos))
+    fn table(&self) -> &Table {
+        self.index.table().expect("fsck's index is a table")
     }
 
     /// Walk one stream's tree, recording every problem without stopping at the first one.
@@ -304,7 +308,7 @@ impl WalkCtx<'_> {
             if self.watch_chunks.contains(&id) {
                 w.chunk_users.entry(id).or_default().insert(snap);
             }
-            let Some((pack, entry, pos)) = self.locate(&id) else {
+            let Some((pack, entry, pos)) = locate(self.table(), &id) else {
                 miss(w, id, "not in any index".into());
                 w.cut.insert(snap);
                 continue;
@@ -354,15 +358,8 @@ impl WalkCtx<'_> {
                 continue;
             }
             // A leaf's chunks: looked up on both cores (each lookup reads the disk).
-            let t = self.index.table().expect("fsck's index is a table");
-            let found: Vec<_> = node
-                .entries
-                .par_iter()
-                .map(|e| {
-                    t.lookup_pos(&e.id)
-                        .map(|(h, pos)| (h.origin.pack, h.entry, pos))
-                })
-                .collect();
+            let t = self.table();
+            let found: Vec<_> = node.entries.par_iter().map(|e| locate(t, &e.id)).collect();
             for (e, f) in node.entries.iter().zip(found) {
                 if self.watch_chunks.contains(&e.id) {
                     w.chunk_users.entry(e.id).or_default().insert(snap);
