@@ -84,7 +84,11 @@ pub struct BackupStats {
     pub bytes_read: u64,
     pub chunks: u64,
     pub new_chunks: u64,
+    /// Sealed (compressed and encrypted) bytes of the new blobs, tree blobs included.
     pub new_bytes: u64,
+    /// The same blobs before compression: `new_raw_bytes / new_bytes` is what compression
+    /// saved, `new_raw_bytes / bytes_read` the share of the input that was new.
+    pub new_raw_bytes: u64,
     pub packs_written: u64,
     pub tree_blobs: u64,
     /// The stream being read (for progress displays; not part of the JSON).
@@ -237,6 +241,7 @@ impl<'a> Store<'a> {
             self.flush_pack()?;
         }
         self.stats.new_bytes += b.bytes.len() as u64;
+        self.stats.new_raw_bytes += b.raw_len as u64;
         self.packer.add(b);
         Ok(())
     }

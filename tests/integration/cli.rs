@@ -80,6 +80,43 @@ fn file_and_command_sources_are_recorded() {
 }
 
 #[test]
+fn backup_json_counts_new_bytes_before_and_after_compression() {
+    let env = Env::new();
+    let data = sql_like(20_000, 3);
+    let stats = |name: &str| -> serde_json::Value {
+        let out = env.run(&["--json", "backup", "--name", name], &data);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["stats"].clone()
+    };
+    let first = stats("a");
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k}: {v}"));
+    assert_eq!(n(&first, "bytes_read"), data.len() as u64);
+    // Every data chunk is new, plus the chunk-list tree: raw bytes are the stream and a tree.
+    let tree_raw = n(&first, "new_raw_bytes") - data.len() as u64;
+    assert!(
+        n(&first, "tree_blobs") >= 1 && tree_raw > 0 && tree_raw < 64 * 1024,
+        "{first}"
+    );
+    // SQL text compresses: sealed bytes are well below the raw ones.
+    assert!(
+        n(&first, "new_bytes") * 2 < n(&first, "new_raw_bytes"),
+        "{first}"
+    );
+    // The same bytes again: nothing new, before or after compression.
+    let again = stats("b");
+    assert_eq!(
+        (
+            n(&again, "new_chunks"),
+            n(&again, "new_bytes"),
+            n(&again, "new_raw_bytes")
+        ),
+        (0, 0, 0),
+        "{again}"
+    );
+}
+
+#[test]
 fn wrong_password_exits_4_and_writes_nothing() {
     let env = Env::new();
     env.backup(b"some data\n", &["--name", "x"]);
