@@ -316,16 +316,13 @@ impl Cache {
                 unlink = compact(tx, runs_dir)?;
             }
             if let Some(t) = table {
-                let tainted = t.is_tainted();
                 // Runs that are still listed are kept open as they are (their fanouts are not
                 // read again: ~100 ms at 60M entries); the rest are dropped before the new ones
                 // load.
                 let reuse = t.take_runs();
-                *t = Table::new(key.clone());
+                let old = std::mem::replace(t, Table::new(key.clone()));
                 *t = open_table(tx, key, runs_dir, reuse)?;
-                if tainted {
-                    t.mark_tainted();
-                }
+                t.carry_from(&old);
             }
             Ok(((), unlink))
         })

@@ -142,9 +142,19 @@ impl Table {
         self.tainted.load(Ordering::Relaxed)
     }
 
-    /// Carry the verdict of a table this one replaces (it was reopened after a write).
-    pub fn mark_tainted(&self) {
-        self.tainted.store(true, Ordering::Relaxed);
+    /// Carry over what a table this one replaces had learnt (it was reopened after a write):
+    /// its verdict, and its lookups and read-ahead, so that a backup reopening its table after
+    /// each index flush does not read every run ahead again each time (runs a merge wrote anew
+    /// were just written, so they are in the page cache anyway).
+    pub fn carry_from(&self, old: &Table) {
+        if old.is_tainted() {
+            self.tainted.store(true, Ordering::Relaxed);
+        }
+        self.lookups
+            .fetch_add(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
+        if old.prefetch_started() {
+            self.prefetched.store(true, Ordering::Relaxed);
+        }
     }
 
     fn taint(&self, why: &str) {
@@ -335,5 +345,22 @@ mod tests {
         assert!(t.prefetch_started(), "not started at the threshold");
         // Later lookups neither start it again nor fail.
         assert!(t.lookup(&miss).is_none());
+        // A table reopened after a write inherits the read-ahead, and the count of one that
+        // has not started it yet.
+        let reopened = |from: &Table| {
+            let t2 = Table::new(zeroize::Zeroizing::new([7; 32]));
+            t2.carry_from(from);
+            t2
+        };
+        assert!(reopened(&t).prefetch_started());
+        let fresh = reopened(&Table::new(zeroize::Zeroizing::new([7; 32])));
+        for _ in 1..PREFETCH_MIN {
+            fresh.lookup(&miss);
+        }
+        let mut next = reopened(&fresh);
+        next.add_run(Run::open(&p).unwrap());
+        assert!(!next.prefetch_started());
+        next.lookup(&miss);
+        assert!(next.prefetch_started(), "the count was not carried over");
     }
 }
