@@ -7,6 +7,8 @@
 #   SCALE_BIG=1 benches/scale.sh      # also 60 million (~8 GB under SCALE_DIR)
 #   SCALE_N=0.2 SCALE_SNAPSHOTS=100 SCALE_INCR_MB=16 benches/scale.sh   # a quick check
 #   SCALE_ONLY=prune SCALE_N=1,10 SCALE_SNAPSHOTS=100 benches/scale.sh  # only fsck and prune
+#   SCALE_ONLY=coldincr SCALE_N=10 SCALE_INCR_MB=1024 benches/scale.sh  # incremental, cold runs
+#   DUMPVAULT_BIN=/path/to/dumpvault benches/scale.sh   # measure that CLI (not built here)
 #
 # Other variables (SCALE_DIR, SCALE_LOOKUPS, SCALE_COLD_MAX, SCALE_ONLY, KEEP, DUMPVAULT_BIN)
 # are listed in benches/scale.rs. Cargo runs under `flock /tmp/cargo.lock` and `nice`, so builds
@@ -25,7 +27,10 @@ mkdir -p "$dir/bin"
 # What the binaries are built from, recorded before the build (commits may land during a run).
 SCALE_GIT=$(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)")
 export SCALE_GIT
-flock /tmp/cargo.lock nice -n 10 cargo build --release --bins >&2
+# The CLI is built only when DUMPVAULT_BIN does not name one (e.g. a build of another commit).
+if [ -z "${DUMPVAULT_BIN:-}" ]; then
+    flock /tmp/cargo.lock nice -n 10 cargo build --release --bins >&2
+fi
 bench=$(flock /tmp/cargo.lock nice -n 10 cargo bench --bench scale --no-run --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/scale-[^"]*"' | tail -n 1 | cut -d'"' -f4)
 [ -n "$bench" ] || { echo "scale.sh: could not find the scale bench binary" >&2; exit 1; }
