@@ -52,10 +52,12 @@ pub struct Table {
 }
 
 /// A table is read ahead whole once it has served this many lookups or one per
-/// [`PREFETCH_PER`] positions, whichever is more: past that point a cold page cache would
-/// cost more in random reads (one per probe, ~10k/s on a VM disk: an hour for a 1 TB stream
-/// at 55 M chunks) than one sequential read of every run (64 bytes an entry), while a small
-/// backup or restore never reads a large table it barely touches.
+/// [`PREFETCH_PER`] positions, whichever is more. With a cold page cache each probe of a page
+/// not yet cached is a random read (~10k/s on the bench VM's disk), until a large backup or
+/// restore has touched most pages one at a time (~1 M of them at 60 M entries); past that
+/// point one sequential read of every run (64 bytes an entry) is cheaper, while a small
+/// backup or restore never reads a large table it barely touches. Measured (scale bench,
+/// `coldincr`, 60 M entries, 4 GiB all known): 11.2 s cold without, 7.0 s with, 2.5 s warm.
 pub const PREFETCH_MIN: u64 = 4096;
 pub const PREFETCH_PER: u64 = 1024;
 
