@@ -20,7 +20,7 @@
 #
 # Per tool and run: a fresh repository (and fresh cache) in a temp dir, `init`, a backup of day 0
 # read from stdin, incremental backups of days 1..N-1 from stdin, then a restore of the last day,
-# checked byte for byte with cmp. Runs are interleaved (run 1 of every tool, then run 2, ...) and
+# checked byte for byte with cmp, and the same restore again into /dev/null. Runs are interleaved (run 1 of every tool, then run 2, ...) and
 # the tool order rotates per run, so machine noise hits every tool alike. Each tool uses its
 # default compression: dumpvault zstd-3, restic and rustic "auto" (zstd, repository v2), bupstash
 # zstd:3, borg lz4; the borg-zstd column adds `--compression zstd,3`. `zstd -T2 -3` of day 0 is
@@ -261,6 +261,13 @@ tool_run() {
     return 1
   fi
   say "   $TOOL restore day $LAST: $(printf '%6.2f' "$T_S") s  $(printf '%5s' "$(mbps "${BYTES[$LAST]}" "$T_S")") MB/s  RSS $((T_KB / 1024)) MiB  (cmp ok)"
+  # The same restore into /dev/null: the tool's own work, without the kernel's cost of filling
+  # the page cache with a new 300 MB file, which is the same for every tool yet dominates the
+  # row above (and varies 2x from run to run on a VM). Its bytes were checked just above.
+  DV_RESTORE=stdout "restore_$TOOL" "$LAST"
+  timed /dev/null /dev/null "${CMD[@]}"
+  rec s.restore_null "$T_S"; rec kb.restore_null "$T_KB"
+  say "   $TOOL restore day $LAST to /dev/null: $(printf '%6.2f' "$T_S") s  $(printf '%5s' "$(mbps "${BYTES[$LAST]}" "$T_S")") MB/s"
   rec ok 1
 }
 
@@ -321,7 +328,9 @@ awk -v tools="${ACTIVE[*]}" -v runs="$RUNS" -v bytes="${BYTES[*]}" '
         L["init_s"] = L["init_s"] " " v[k "s.b0"]
         L["init_vs_zstd"] = L["init_vs_zstd"] " " v[k "s.b0"] / z
         L["restore_mbps"] = L["restore_mbps"] " " B[nd] / 1e6 / v[k "s.restore"]
+        L["restore_null_mbps"] = L["restore_null_mbps"] " " B[nd] / 1e6 / v[k "s.restore_null"]
         kb = v[k "kb.init"]; if (v[k "kb.restore"] > kb) kb = v[k "kb.restore"]
+        if (v[k "kb.restore_null"] > kb) kb = v[k "kb.restore_null"]
         ib = 0; is = 0
         for (d = 0; d < nd; d++) {
           if (v[k "kb.b" d] > kb) kb = v[k "kb.b" d]
@@ -352,6 +361,7 @@ ROWS=(
   "init_mbps|initial backup MB/s (day 0)|up|%.0f"
   "incr_mbps|incremental MB/s (days 1..$LAST)|up|%.0f"
   "restore_mbps|restore MB/s (day $LAST)|up|%.0f"
+  "restore_null_mbps|restore to /dev/null MB/s (day $LAST)|up|%.0f"
   "rss_mib|peak RSS MiB (max of all steps)|down|%.0f"
   "repo0_mb|repo after day 0 MB|down|%.1f"
   "growth_mb|growth/day MB (mean, days 1..$LAST)|down|%.2f"
@@ -413,7 +423,8 @@ W=36
   echo "incremental MB/s = bytes of days 1..$LAST / their total wall time; dumpvault restore: $([ "$DV_RESTORE" = file ] && echo '-o FILE (fsynced)' || echo 'stdout > file, like restic dump / borg extract --stdout')."
   echo "dv / best peer: against the peer with the best median on that row (fastest, smallest, leanest)."
   # The scale issue's targets: initial backup and restore >= 1.3x the fastest peer, incremental
-  # >= 3.5x restic.
+  # >= 3.5x restic. Restore is judged into /dev/null, as the issue measured it: into a file the
+  # kernel's page-cache cost, the same for every tool, dominates.
   # The verdict compares the unrounded medians (1.298 is not met, though printed 1.30x).
   target() { # KEY WHAT PEER MIN [DV]
     local r dv
@@ -427,7 +438,7 @@ W=36
   # targets_line DV PREFIX: the targets for one dumpvault column.
   targets_line() {
     printf '%s%s; %s' "$2" "$(target init_mbps 'initial backup' "$(best_peer init_mbps up)" 1.3 "$1")" \
-      "$(target restore_mbps restore "$(best_peer restore_mbps up)" 1.3 "$1")"
+      "$(target restore_null_mbps 'restore (to /dev/null)' "$(best_peer restore_null_mbps up)" 1.3 "$1")"
     if [ "$NDAYS" -ge 2 ] && has restic; then
       printf '; %s' "$(target incr_mbps incremental restic 3.5 "$1")"
     fi
