@@ -455,7 +455,7 @@ mod tests {
         let page = 4096;
         let pages = len.div_ceil(page);
         let mut vec = vec![0u8; pages];
-        // SAFETY: a private read-only mapping of an open file, unmapped before returning;
+        // SAFETY: a read-only shared mapping of an open file, unmapped before returning;
         // mincore writes one byte per page into `vec`, which has that many.
         unsafe {
             let m = libc::mmap(
