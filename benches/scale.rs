@@ -1094,40 +1094,12 @@ fn cold_incr(cfg: &Cfg, site: &Site, stream: &Path, early: Early, row: &mut Row)
 /// The share of the pages of the run files under `cache` that are in the page cache
 /// (`mincore` over a read-only mapping of each).
 fn resident_runs(cache: &Path) -> Res<f64> {
-    use std::os::fd::AsRawFd;
-    const PAGE: usize = 4096;
     let (mut resident, mut pages) = (0usize, 0usize);
     for p in run_paths(cache)? {
-        let f = std::fs::File::open(&p)?;
-        let len = f.metadata()?.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        let mut vec = vec![0u8; len.div_ceil(PAGE)];
-        // SAFETY: a shared read-only mapping of a file open for reading, never dereferenced
-        // and unmapped before returning; mincore writes one byte per page into `vec`, which
-        // has that many.
-        let r = unsafe {
-            let m = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            if m == libc::MAP_FAILED {
-                return Err(format!("mmap {}", p.display()).into());
-            }
-            let r = libc::mincore(m, len, vec.as_mut_ptr());
-            libc::munmap(m, len);
-            r
-        };
-        if r != 0 {
-            return Err(format!("mincore {}", p.display()).into());
-        }
-        resident += vec.iter().filter(|&&b| b & 1 == 1).count();
-        pages += vec.len();
+        let (r, n) = dumpvault::index::run::resident_pages(&p, 0)
+            .map_err(|e| format!("mincore {}: {e}", p.display()))?;
+        resident += r;
+        pages += n;
     }
     Ok(if pages == 0 {
         0.0

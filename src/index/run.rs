@@ -395,6 +395,43 @@ pub fn merge<'a>(
     })
 }
 
+/// How many of the pages of the file at `path`, from byte `from` on, are in the page cache,
+/// and how many pages that is (`mincore` over a read-only mapping). For the tests and the scale
+/// bench, which check what the read-ahead did.
+pub fn resident_pages(path: &Path, from: u64) -> std::io::Result<(usize, usize)> {
+    use std::os::fd::AsRawFd;
+    const PAGE: usize = 4096;
+    let f = File::open(path)?;
+    let len = f.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok((0, 0));
+    }
+    let mut vec = vec![0u8; len.div_ceil(PAGE)];
+    // SAFETY: a read-only shared mapping of an open file, never dereferenced and unmapped
+    // before returning; mincore writes one byte per page into `vec`, which has that many.
+    let r = unsafe {
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        if m == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let r = libc::mincore(m, len, vec.as_mut_ptr());
+        libc::munmap(m, len);
+        r
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let tail = &vec[(from as usize / PAGE).min(vec.len())..];
+    Ok((tail.iter().filter(|&&b| b & 1 == 1).count(), tail.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,35 +483,6 @@ mod tests {
         }
     }
 
-    /// Pages of `path` from byte `from` on that are in the page cache, and how many pages
-    /// that is (`mincore` over a mapping).
-    fn resident(path: &Path, from: u64) -> (usize, usize) {
-        use std::os::fd::AsRawFd;
-        let f = File::open(path).unwrap();
-        let len = f.metadata().unwrap().len() as usize;
-        let page = 4096;
-        let pages = len.div_ceil(page);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: a read-only shared mapping of an open file, unmapped before returning;
-        // mincore writes one byte per page into `vec`, which has that many.
-        unsafe {
-            let m = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(m, libc::MAP_FAILED);
-            assert_eq!(libc::mincore(m, len, vec.as_mut_ptr()), 0);
-            libc::munmap(m, len);
-        }
-        let first = from as usize / page;
-        let tail = &vec[first..];
-        (tail.iter().filter(|&&b| b & 1 == 1).count(), tail.len())
-    }
-
     #[test]
     fn prefetch_reads_the_run_into_the_page_cache() {
         use std::os::fd::AsRawFd;
@@ -492,15 +500,15 @@ mod tests {
             0
         );
         // Only the entries are read ahead; the header and fanout were read by `open`.
-        let (before, pages) = resident(&p, r.entries_at());
+        let (before, pages) = resident_pages(&p, r.entries_at()).unwrap();
         assert!(pages > 3000);
         r.prefetcher().unwrap()().unwrap();
         // Readahead is asynchronous: wait (bounded) for the pages to arrive.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut after = resident(&p, r.entries_at()).0;
+        let mut after = resident_pages(&p, r.entries_at()).unwrap().0;
         while after < pages && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
-            after = resident(&p, r.entries_at()).0;
+            after = resident_pages(&p, r.entries_at()).unwrap().0;
         }
         // A filesystem that ignores DONTNEED leaves `before` high: then only `after` says
         // anything.
