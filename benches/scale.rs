@@ -29,6 +29,13 @@
 //!   and after 9,990 more snapshots `snapshots`, `restore` and `backup` of 1 MiB again, the
 //!   latter also opened with the password key (default Argon2id parameters, 64 MiB, 3 passes:
 //!   the one password key of the repository, so one Argon2 run);
+//! - `copy` (release CLI, machine keys on both sides, before the M snapshots): the tiny snapshot
+//!   out of the N-entry repository into a fresh empty one (`init` with the cheapest KDF, then a
+//!   machine key), a new one each time, median of 3, then once more into the last one; and 3
+//!   snapshots of 8 MiB of random bytes each, backed up in a small fresh repository, copied
+//!   into the N-entry repository (every chunk looked up in its table, all new; median), then
+//!   the last once more. Every copy's `--json` is checked (`copied`, `present`, `bytes_read`,
+//!   new chunks), and each second copy must find its snapshot present (else the bench fails);
 //! - at the end, with M snapshots, the maintenance commands: `fsck` (structure level),
 //!   `prune --dry-run`, then `prune` (executed), once each, in that order (the last one
 //!   changes the repository).
@@ -55,7 +62,7 @@
 //! | `SCALE_INCR_MB` | `256` | size of the incremental-backup streams (`incr`, `coldincr`); 0 skips both |
 //! | `SCALE_LOOKUPS` | `200000` | lookups timed per kind (hits, misses) |
 //! | `SCALE_COLD_MAX` | unset (all) | largest N (millions) whose empty-cache restore is measured |
-//! | `SCALE_ONLY` | all | row groups to measure, comma separated: `index` (in-process load and lookups), `cli` (`snapshots`, 1 MiB `backup`/`restore`), `incr` (the incremental backup), `coldincr` (the incremental backup of a stream stored before the synthesis, with the run files out of the page cache, then warm), `cold` (empty-cache restore), `many` (`snapshots`/`restore`/1 MiB `backup` at M snapshots), `prune` (`fsck`, `prune --dry-run`, `prune`); `cold` and `many` need `cli` |
+//! | `SCALE_ONLY` | all | row groups to measure, comma separated: `index` (in-process load and lookups), `cli` (`snapshots`, 1 MiB `backup`/`restore`), `incr` (the incremental backup), `coldincr` (the incremental backup of a stream stored before the synthesis, with the run files out of the page cache, then warm), `cold` (empty-cache restore), `many` (`snapshots`/`restore`/1 MiB `backup` at M snapshots), `copy` (`copy` out of and into the N-entry repository), `prune` (`fsck`, `prune --dry-run`, `prune`); `cold` and `many` need `cli` |
 //! | `KEEP` | unset | `1`: leave the repositories and caches in `SCALE_DIR` |
 //! | `SCALE_GIT` | `git describe` now | the checkout named in the output (scale.sh records it before building) |
 
@@ -466,6 +473,11 @@ impl Cli {
             .env_remove("DUMPVAULT_PASSWORD")
             .env_remove("DUMPVAULT_PASSWORD_COMMAND")
             .env_remove("DUMPVAULT_METRICS_FILE")
+            // `copy` names its target and the target's key file with arguments.
+            .env_remove("DUMPVAULT_TO_REPO")
+            .env_remove("DUMPVAULT_TO_PASSWORD")
+            .env_remove("DUMPVAULT_TO_PASSWORD_FILE")
+            .env_remove("DUMPVAULT_TO_PASSWORD_COMMAND")
             .stderr(if capture_err {
                 Stdio::piped()
             } else {
@@ -575,6 +587,8 @@ struct Row {
     /// `backup` of 1 MiB at M snapshots, with the machine key and with the password.
     backup_many: Cost,
     backup_many_password: Cost,
+    /// The `copy` group, when measured.
+    copy: Option<CopyRows>,
     /// The synthetic snapshot's tree (maintenance rows only, N > 0).
     tree: Option<TreeStats>,
     garbage_packs: u64,
@@ -604,6 +618,19 @@ struct ColdIncr {
     after_cold: f64,
 }
 
+/// The `copy` rows of one N: the tiny snapshot copied out of the N-entry repository into a
+/// fresh one, and [`COPY_MIB`] MiB copied from a small fresh repository into it (medians of
+/// [`COPY_REPEATS`]); each time once more, when the snapshot must be found present.
+#[derive(Clone, Copy, Default)]
+struct CopyRows {
+    out: Cost,
+    out_again: Cost,
+    into: Cost,
+    into_again: Cost,
+    /// Data chunks the copies in added to the N-entry repository (median).
+    into_chunks: u64,
+}
+
 /// Which row groups to measure (`SCALE_ONLY`).
 #[derive(Clone, Copy)]
 struct Groups {
@@ -613,6 +640,7 @@ struct Groups {
     coldincr: bool,
     cold: bool,
     many: bool,
+    copy: bool,
     prune: bool,
 }
 
@@ -626,6 +654,7 @@ impl Groups {
                 coldincr: true,
                 cold: true,
                 many: true,
+                copy: true,
                 prune: true,
             });
         };
@@ -636,6 +665,7 @@ impl Groups {
             coldincr: false,
             cold: false,
             many: false,
+            copy: false,
             prune: false,
         };
         for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -646,10 +676,11 @@ impl Groups {
                 "coldincr" => g.coldincr = true,
                 "cold" => g.cold = true,
                 "many" => g.many = true,
+                "copy" => g.copy = true,
                 "prune" => g.prune = true,
                 other => {
                     return Err(format!(
-                        "SCALE_ONLY: unknown group {other:?} (index, cli, incr, coldincr, cold, many, prune)"
+                        "SCALE_ONLY: unknown group {other:?} (index, cli, incr, coldincr, cold, many, copy, prune)"
                     )
                     .into())
                 }
@@ -710,6 +741,8 @@ fn add_snapshots(
 /// stream's first backup.
 struct Built {
     template: Snapshot,
+    /// The tiny snapshot's ID (what the `copy` group copies out).
+    tiny_id: String,
     secs: f64,
     tree: Option<TreeStats>,
     early: Option<Early>,
@@ -762,7 +795,8 @@ fn build(site: &Site, n: u64, maintenance: bool, early: Option<(&Cli, &Path)>) -
         stream_name: "stdin".into(),
         ..Default::default()
     };
-    let tiny = backup(&mut repo, &tiny[..], &opts, || Ok(Source::Stdin), |_| {})?.snapshot;
+    let tiny = backup(&mut repo, &tiny[..], &opts, || Ok(Source::Stdin), |_| {})?;
+    let (tiny_id, tiny) = (tiny.snapshot_id.to_hex(), tiny.snapshot);
     let backend = Arc::clone(&repo.backend);
     let key = repo.key.clone();
     let repo_id = repo.config.repo_id;
@@ -877,6 +911,7 @@ fn build(site: &Site, n: u64, maintenance: bool, early: Option<(&Cli, &Path)>) -
     let secs = t0.elapsed().as_secs_f64() - tree.map_or(0.0, |t| t.secs) - early_s;
     Ok(Built {
         template: tiny,
+        tiny_id,
         secs,
         tree,
         early,
@@ -1108,6 +1143,189 @@ fn resident_runs(cache: &Path) -> Res<f64> {
     })
 }
 
+/// Repetitions of each `copy` row (median): into fresh targets, or of distinct snapshots.
+const COPY_REPEATS: usize = 3;
+/// MiB of random bytes in each snapshot copied into the N-entry repository.
+const COPY_MIB: usize = 8;
+
+/// A fresh repository made with the CLI under `parent`: `init` with the cheapest KDF allowed,
+/// then a machine key, which every later command on it uses (no Argon2 run in the figures).
+/// Its cache goes to `cache`, where the `copy` runs look for it too (one process, one cache
+/// directory: the N-entry repository's, keyed by repository ID).
+fn small_site(cli: &Cli, parent: &Path, label: &str, cache: &Path) -> Res<Site> {
+    let site = Site::new(parent, label);
+    let _ = std::fs::remove_dir_all(&site.root);
+    std::fs::create_dir_all(&site.root)?;
+    std::fs::write(&site.password_file, PASSWORD)?;
+    let secret = site.secret_file.to_string_lossy().into_owned();
+    for args in [
+        &["init", "--kdf-memory", "19456", "--kdf-iterations", "2"][..],
+        &["key", "add-machine", "--secret-file", &secret][..],
+    ] {
+        let (_, status, _, err) =
+            cli.exec(&site, cache, &site.password_file, args, None, true, true)?;
+        if !status.success() {
+            return Err(format!("dumpvault {args:?} failed: {status}: {err}").into());
+        }
+    }
+    Ok(site)
+}
+
+/// What `copy --json` reported (`CopyReport`, src/ops/copy.rs); `new_chunks` summed over
+/// its snapshots.
+#[derive(Clone, Copy, Default)]
+struct Copied {
+    copied: u64,
+    present: u64,
+    bytes_read: u64,
+    new_chunks: u64,
+}
+
+/// `dumpvault --json copy ID --to TARGET --to-password-file KEY` from `from` into `to`, each
+/// opened with its machine key, both caches in `cache`: its cost, and what it reported or why
+/// it failed.
+fn json_copy(
+    cli: &Cli,
+    from: &Site,
+    cache: &Path,
+    id: &str,
+    to: &Site,
+) -> Res<(Cost, Result<Copied, String>)> {
+    let (target, key) = (to.repo.to_string_lossy(), to.secret_file.to_string_lossy());
+    let args = [
+        "--json",
+        "copy",
+        id,
+        "--to",
+        &target,
+        "--to-password-file",
+        &key,
+    ];
+    let (cost, status, out, err) =
+        cli.exec(from, cache, &from.secret_file, &args, None, true, true)?;
+    if !status.success() {
+        let what = status
+            .code()
+            .map_or(format!("killed ({status})"), |c| format!("exit {c}"));
+        return Ok((cost, Err(format!("{what}: {err}"))));
+    }
+    let v: serde_json::Value = match serde_json::from_str(&out) {
+        Ok(v) => v,
+        Err(e) => return Ok((cost, Err(format!("printed no JSON ({e}): {out:.200}")))),
+    };
+    let top = |k: &str| {
+        v[k].as_u64()
+            .ok_or_else(|| format!("no {k} in its JSON (CopyReport): {out:.200}"))
+    };
+    let new_chunks = v["snapshots"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["new_chunks"].as_u64()).sum());
+    let parsed = (|| {
+        Ok(Copied {
+            copied: top("copied")?,
+            present: top("present")?,
+            bytes_read: top("bytes_read")?,
+            new_chunks: new_chunks
+                .ok_or_else(|| format!("no snapshots in its JSON (CopyReport): {out:.200}"))?,
+        })
+    })();
+    Ok((cost, parsed))
+}
+
+/// A problem for the row unless the copy succeeded having copied `copied` snapshots (reading
+/// `bytes` from the source, adding chunks to the target) and found `present` present.
+fn check_copy(
+    row: &mut Row,
+    what: &str,
+    got: &Result<Copied, String>,
+    copied: u64,
+    present: u64,
+    bytes: u64,
+) {
+    let wrong = match got {
+        Err(e) => Some(e.clone()),
+        Ok(c)
+            if c.copied != copied
+                || c.present != present
+                || c.bytes_read != bytes
+                || (c.new_chunks > 0) != (copied > 0) =>
+        {
+            Some(format!(
+                "copied {}, present {}, {} bytes read, {} new chunks; expected copied {copied}, \
+                 present {present}, {bytes} bytes read, {} new chunks",
+                c.copied,
+                c.present,
+                c.bytes_read,
+                c.new_chunks,
+                if copied > 0 { "some" } else { "no" }
+            ))
+        }
+        Ok(_) => None,
+    };
+    if let Some(w) = wrong {
+        let msg = format!("N = {}: `{what}`: {w}", row.n);
+        say(format!("  {msg}"));
+        row.trouble.push(msg);
+    }
+}
+
+/// The `copy` rows ([`CopyRows`]): the tiny snapshot `tiny_id` (`tiny_size` bytes) out of the
+/// N-entry repository of `site` into [`COPY_REPEATS`] fresh repositories, then again into the
+/// last one (present); [`COPY_REPEATS`] snapshots of [`COPY_MIB`] MiB of random bytes from a
+/// fresh repository into it, then the last one again (present). The repositories made here
+/// live under `site.root`, their caches beside the N-entry one's.
+fn copy_rows(cli: &Cli, site: &Site, tiny_id: &str, tiny_size: u64, row: &mut Row) -> Res<()> {
+    say(format!(
+        "  CLI: copy out, the tiny snapshot into {COPY_REPEATS} fresh repositories, then again"
+    ));
+    let (mut out, mut targets) = (Vec::new(), Vec::new());
+    for i in 0..COPY_REPEATS {
+        let to = small_site(cli, &site.root, &format!("copy-to-{i}"), &site.cache)?;
+        let (c, r) = json_copy(cli, site, &site.cache, tiny_id, &to)?;
+        check_copy(row, "copy out", &r, 1, 0, tiny_size);
+        out.push(c);
+        targets.push(to);
+    }
+    let to = targets.last().expect("COPY_REPEATS > 0");
+    let (out_again, r) = json_copy(cli, site, &site.cache, tiny_id, to)?;
+    check_copy(row, "copy out, again", &r, 0, 1, 0);
+
+    say(format!(
+        "  CLI: copy in, {COPY_REPEATS} snapshots of {COPY_MIB} MiB from a fresh repository, \
+         then the last again"
+    ));
+    let from = small_site(cli, &site.root, "copy-from", &site.cache)?;
+    let stream = from.root.join("stream.bin");
+    let mut ids = Vec::new();
+    for i in 0..COPY_REPEATS {
+        // Seeds 2 apart: `XorShift::new` sets the low bit, so 500 and 501 give one stream.
+        std::fs::write(&stream, random_bytes(COPY_MIB * MIB, 500 + 2 * i as u64))?;
+        let args = ["backup", "--name", "copy-in", "--host", "scale", "-"];
+        let (_, printed) = cli.run(&from, &site.cache, &args, Some(&stream), true)?;
+        ids.push(printed.lines().last().unwrap_or_default().to_string());
+    }
+    std::fs::remove_file(&stream)?;
+    let (mut into, mut chunks) = (Vec::new(), Vec::new());
+    for id in &ids {
+        let (c, r) = json_copy(cli, &from, &site.cache, id, site)?;
+        check_copy(row, "copy in", &r, 1, 0, (COPY_MIB * MIB) as u64);
+        chunks.push(r.map_or(0, |r| r.new_chunks));
+        into.push(c);
+    }
+    let last = ids.last().expect("COPY_REPEATS > 0");
+    let (into_again, r) = json_copy(cli, &from, &site.cache, last, site)?;
+    check_copy(row, "copy in, again", &r, 0, 1, 0);
+    chunks.sort_unstable();
+    row.copy = Some(CopyRows {
+        out: median(out),
+        out_again,
+        into: median(into),
+        into_again,
+        into_chunks: chunks[chunks.len() / 2],
+    });
+    Ok(())
+}
+
 /// Per second, over `ids`: how many `probe` answered true must be `expect`.
 fn rate(ids: &[ChunkId], expect: bool, probe: impl Fn(&ChunkId) -> bool) -> f64 {
     let t0 = Instant::now();
@@ -1144,7 +1362,7 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         cfg.groups.prune,
         coldincr.then_some((cli, cold_stream.as_path())),
     )?;
-    let template = built.template;
+    let (template, tiny_id) = (built.template, built.tiny_id);
     row.build_s = built.secs;
     row.tree = built.tree;
     row.cache_bytes = dir_bytes(&site.cache);
@@ -1222,6 +1440,11 @@ fn measure(cfg: &Cfg, n: u64) -> Res<Row> {
         let args = ["restore", one_mib.as_str()];
         row.cold_restore = Some(cli.run(&site, &cold, &args, None, false)?.0);
         std::fs::remove_dir_all(&cold)?;
+    }
+
+    // Before the snapshots of `many` and the maintenance rows (prune deletes half the entries).
+    if cfg.groups.copy {
+        copy_rows(cli, &site, &tiny_id, template.total_size(), &mut row)?;
     }
 
     if cfg.groups.many || cfg.groups.prune {
@@ -1454,6 +1677,9 @@ fn tables(cfg: &Cfg, rows: &[Row]) -> String {
     if cfg.groups.many || cfg.groups.cold {
         many_table(&mut s, cfg, rows, base);
     }
+    if cfg.groups.copy {
+        copy_table(&mut s, rows, base);
+    }
     if cfg.groups.prune {
         maintenance_table(&mut s, cfg, rows, base);
     }
@@ -1617,6 +1843,40 @@ fn many_table(s: &mut String, cfg: &Cfg, rows: &[Row], base: Option<&Row>) {
             cost(r.restore_many),
             cost(r.backup_many),
             cost(r.backup_many_password)
+        );
+    }
+}
+
+fn copy_table(s: &mut String, rows: &[Row], base: Option<&Row>) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        s,
+        "\n**`copy`**, M = {FEW_SNAPSHOTS} snapshots, machine keys on both sides (wall / peak \
+         RSS, median of {COPY_REPEATS}; ΔRSS = (RSS − RSS empty) / N; × = time ÷ empty). *Out*: \
+         the tiny snapshot (64 KiB) from the N-entry repository into a fresh empty one, a new \
+         one each time (the source side: every blob looked up and verified there). *In*: \
+         {COPY_MIB} MiB of random bytes from a small fresh repository into the N-entry one, \
+         another snapshot each time (the target side: every chunk looked up in the N-entry \
+         table, all new). *Again*: the last copy once more, which must find the snapshot \
+         present (checked, as are the counts of the others)\n"
+    );
+    *s += "| N | copy out | out again | copy in | in: new chunks | in again | out ΔRSS B/entry | in ΔRSS B/entry | out × | in × |\n|---|---|---|---|---|---|---|---|---|---|\n";
+    for r in rows {
+        let Some(c) = r.copy else {
+            continue;
+        };
+        let b = base.and_then(|b| b.copy);
+        let (od, ot) = b.map_or(("?".into(), "?".into()), |b| versus(c.out, b.out, r.n));
+        let (id, it) = b.map_or(("?".into(), "?".into()), |b| versus(c.into, b.into, r.n));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {od} | {id} | {ot} | {it} |",
+            millions(r.n),
+            cost(c.out),
+            cost(c.out_again),
+            cost(c.into),
+            c.into_chunks,
+            cost(c.into_again)
         );
     }
 }
