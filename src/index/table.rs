@@ -49,6 +49,8 @@ pub struct Table {
     /// ([`Table::note_lookup`]).
     lookups: AtomicU64,
     prefetched: AtomicBool,
+    /// The lookup count that starts the read-ahead, kept as runs are added.
+    prefetch_at: u64,
 }
 
 /// A table is read ahead whole once it has served this many lookups or one per
@@ -73,6 +75,7 @@ impl Table {
             last_hit: AtomicUsize::new(0),
             lookups: AtomicU64::new(0),
             prefetched: AtomicBool::new(false),
+            prefetch_at: PREFETCH_MIN,
         }
     }
 
@@ -81,9 +84,7 @@ impl Table {
     /// start or to advise costs only speed, so it is ignored.
     fn note_lookup(&self) {
         let n = self.lookups.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < PREFETCH_MIN.max(self.positions() / PREFETCH_PER)
-            || self.prefetched.swap(true, Ordering::Relaxed)
-        {
+        if n < self.prefetch_at || self.prefetched.swap(true, Ordering::Relaxed) {
             return;
         }
         let jobs: Vec<_> = self
@@ -108,6 +109,7 @@ impl Table {
     pub fn add_run(&mut self, run: Run) {
         self.runs.push(run);
         self.runs.sort_by_key(|r| std::cmp::Reverse(r.count()));
+        self.prefetch_at = PREFETCH_MIN.max(self.positions() / PREFETCH_PER);
     }
 
     pub fn add_pack(&mut self, num: u32, id: PackId) {
