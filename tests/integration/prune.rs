@@ -593,7 +593,10 @@ mod full_disk {
     fn prune_writes_the_index_as_bounded_files() {
         let inner = memory_repo(PW);
         let mut repo = open(Arc::clone(&inner));
-        let (a, b) = dump_and_half(51, 1_500_000, 400_000);
+        // A's noise spans four 1 MiB packs, so one of them is wholly A's whatever the random
+        // key's cut points: with 1.5 MB it spanned two, and when B's chunk list shared its first
+        // tree node with A (the node sits in A's last pack), no pack was wholly unused.
+        let (a, b) = dump_and_half(51, 3_000_000, 400_000);
         let ra = backup(&mut repo, &a[..], &opts("a"), || Ok(Source::Stdin), |_| {}).unwrap();
         let rb = backup(&mut repo, &b[..], &opts("b"), || Ok(Source::Stdin), |_| {}).unwrap();
         drop(repo);
