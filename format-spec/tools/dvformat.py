@@ -415,20 +415,25 @@ def read_pack_header(data_key, pack):
     return decode_pack_header(data_key, start, pack[start:start + hlen])
 
 
+def decompress(comp, body, raw_len, what):
+    """A blob's or WAL frame's body as stored: zstd (comp 1, never inflated past `raw_len`, the
+    length the authenticated header promises) or raw; the caller checks the length."""
+    if comp != 1:
+        return body
+    import zstandard
+    try:
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=raw_len)
+    except zstandard.ZstdError as x:
+        raise Corrupt(f"{what}: zstd: {x}")
+
+
 def open_blob(mk, e, sealed):
     if len(sealed) != e["stored_len"]:
         raise Corrupt("blob: short read")
     body = open_sealed(mk["data_key"], blob_aad(e["kind"], e["id"]), sealed)
     if body is None:
         raise Corrupt("blob: authentication failed")
-    if e["comp"] == 1:
-        import zstandard
-        try:
-            plain = zstandard.ZstdDecompressor().decompress(body, max_output_size=e["raw_len"])
-        except zstandard.ZstdError as x:
-            raise Corrupt(f"blob: zstd: {x}")
-    else:
-        plain = body
+    plain = decompress(e["comp"], body, e["raw_len"], "blob")
     if len(plain) != e["raw_len"]:
         raise Corrupt("blob: decompressed length differs from raw_len")
     if chunk_id(mk["id_key"], plain) != e["id"]:
@@ -911,14 +916,7 @@ def wal_decode(mk, cluster, name, b):
         raise Corrupt("wal: bytes after the last frame")
     plain = bytearray()
     for f, body in out:
-        if f["comp"] == 1:
-            import zstandard
-            try:
-                piece = zstandard.ZstdDecompressor().decompress(body, max_output_size=f["raw_len"])
-            except zstandard.ZstdError as x:
-                raise Corrupt(f"wal: zstd: {x}")
-        else:
-            piece = body
+        piece = decompress(f["comp"], body, f["raw_len"], "wal")
         if len(piece) != f["raw_len"]:
             raise Corrupt("wal: a frame's plaintext length differs from its raw_len")
         plain += piece
